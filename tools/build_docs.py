@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the documentation site into `_docs/` without Quarto: nbdev processes the notebooks, Sphinx + myst-nb render them.
 
-    python tools/build_docs.py            # nbdev_proc_nbs, then Sphinx -> _docs/index.html
+    python tools/build_docs.py            # nbdev's processing (as nbdev_proc_nbs), then Sphinx -> _docs/index.html
     python tools/build_docs.py --no-proc  # reuse _proc/ from an earlier run
 
 nbdev_proc_nbs writes `_proc/`: `#| hide` cells gone, a `show_doc` entry for every exported name, outputs kept.
@@ -110,9 +110,22 @@ def convert(nb:dict, pages:dict, doc_url:str) -> dict:
     return nb
 
 
+def proc_nbs():
+    "What `nbdev_proc_nbs` does, minus its first step: without Quarto that one runs `sudo` and `pip install -e .`"
+    import os, nbdev.doclinks
+    from nbdev.config import get_config
+    from nbdev.quarto import refresh_quarto_yml, proc_nbs as _proc
+    cwd = os.getcwd(); os.chdir(ROOT)
+    try:
+        refresh_quarto_yml()
+        nbdev.doclinks._build_modidx()
+        _proc(get_config().nbs_path)
+    finally: os.chdir(cwd)
+
+
 def build(proc:bool=True, out:Path=ROOT/'_docs') -> list[str]:
     cfg = settings()
-    if proc: subprocess.run(['nbdev_proc_nbs'], cwd=ROOT, check=True)
+    if proc: proc_nbs()
     proc_dir = ROOT/'_proc'
     nbs = notebooks(proc_dir)
     if not nbs: sys.exit(f'error: no processed notebooks in {proc_dir}; run without --no-proc.')
