@@ -1,0 +1,23 @@
+"The bench machinery end to end on the `test` size: every run in its own process, the JSON the CLI writes."
+import argparse, json
+from qlora_nb.bench import add_bench_parser
+
+def test_bench_cli_json(tmp_path, capsys):
+    p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
+    out = tmp_path/'bench.json'
+    a = p.parse_args(['bench', '--size', 'test', '-n', '6', '--targets', 'all', '--json', str(out)])
+    a.fn(a)
+    r = json.loads(out.read_text(encoding='utf-8'))
+    assert {'speedup_vs_seed', 'speedup_vs_trl', 'padding_limit', 'memory', 'runs'} <= set(r)
+    by = {x['path']: x for x in r['runs']}
+    assert set(by) == {'seed', 'default', 'tuned', 'trl'}
+    assert all(x['conversations'] == 6 and x['targets'] == 'all' for x in r['runs'])
+    seed = by['seed']
+    assert seed['tokens'] == 6 * 1024 and seed['batches'] == 6 and seed['pad_fraction'] > 0.5
+    # every path computes the same conversations; the chat-template paths train only on assistant tokens
+    assert by['default']['trained_tokens'] == by['tuned']['trained_tokens'] == by['trl']['trained_tokens'] < by['default']['real_tokens']
+    assert by['tuned']['tokens'] <= by['default']['tokens'] < seed['tokens']
+    assert abs(r['padding_limit'] - seed['tokens'] / seed['real_tokens']) < 1e-9
+    assert abs(r['speedup_vs_seed'] - by['default']['conv_s'] / seed['conv_s']) < 1e-9
+    assert abs(r['memory']['ratio'] / r['memory']['theory_ratio'] - 1) < 0.05
+    assert 'speed-up vs seed' in capsys.readouterr().out
