@@ -1,5 +1,5 @@
 """Data-parallel training: `qlora-nb train` on 2 CPU processes (torchrun, gloo) against 1 process, on the tiny model."""
-import json, math, os, subprocess, sys, time
+import json, math, os, re, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -81,13 +81,19 @@ def test_ranks_hold_identical_trained_adapters(runs):
     assert all(w0[k].abs().sum() > 0 for k in w0 if 'lora_B' in k)   # lora_B starts at zero: it trained
 
 
+def files(d):
+    "Files under `d`, with step numbers dropped and each rank's `rng_state_<rank>.pth` counted as one `rng_state.pth`."
+    norm = lambda f: re.sub(r'rng_state_\d+', 'rng_state', re.sub(r'checkpoint-\d+', 'checkpoint', f))
+    return sorted({norm(str(p.relative_to(d))) for p in d.rglob('*') if p.is_file() and p.parent.name != 'dump'})
+
+
 def test_main_process_writes_and_reports_once(runs):
-    p, d, _ = runs['two']
+    (p, d, _), (_, d1, _) = runs['two'], runs['one']
     assert [x.name for x in (d/'out').iterdir()] == ['adapter']           # one adapter, no leftover temporary folder
+    assert files(d) == files(d1) and any(f.endswith('trainer_state.json') for f in files(d))   # what one process writes
+    assert len(list((d/'run').glob('checkpoint-*/rng_state_*.pth'))) == 2  # ... plus each rank's random state
     assert p.stdout.count('Trained builtin:tiny') == 1                    # the summary comes from rank 0 only
     assert (p.stdout + p.stderr).count('train_runtime') == 1               # so does the Trainer's log
-    ck = [c.name for c in (d/'run').iterdir()]
-    assert len(ck) == 1 and (d/'run'/ck[0]/'trainer_state.json').exists()
     assert [x.name for x in runs['cache'].iterdir() if not x.name.startswith('.')] == ['tiny-llama-v1']
     assert not [x for x in runs['cache'].iterdir() if x.name.startswith('.building-')]
 
