@@ -144,16 +144,16 @@ def BudgetTrainer(*a, **kw):
 def _trainer(spec:dict):
     "The trainer of a run, ready to `train()`."
     from transformers import Trainer
-    from qlora_nb.data import build_dataset, collator, load_chats
+    from qlora_nb.data import build_datasets, collator, load_chats
     from qlora_nb.model import load_base_model, load_model, load_tokenizer, lora_config
     from qlora_nb.train import training_args
     cfg = _config(spec)
     tok = load_tokenizer(cfg)
     if spec['path'] == 'tuned':
-        return BudgetTrainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_dataset(cfg, tok),
+        return BudgetTrainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
                              data_collator=collator(cfg, tok), max_tokens=spec.get('max_tokens', cfg['data']['max_length']))
     if spec['path'] != 'trl':
-        return Trainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_dataset(cfg, tok),
+        return Trainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
                        data_collator=collator(cfg, tok))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
