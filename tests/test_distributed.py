@@ -33,7 +33,8 @@ def run(tmp, name, nproc, data, cache):
     worker = tmp/'worker.py'; worker.write_text(WORKER, encoding='utf-8')
     sets = [f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/out/adapter', 'data.max_length=256',
             'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
-            'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000']
+            'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000',
+            'data.max_tokens_per_batch=null']   # batches of rows, so that steps count exactly
     launch = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [sys.executable]
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'QLORA_NB_CACHE': str(cache), 'DUMP_DIR': str(d/'dump'),
            'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
