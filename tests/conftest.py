@@ -28,3 +28,6 @@ def qlora_nb(*args, script=None, **kw):
 
 @pytest.fixture(scope='session')
 def env(): return run_env()
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: needs NVIDIA GPUs (skipped without them)')
