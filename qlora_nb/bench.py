@@ -104,15 +104,14 @@ def _config(spec:dict):
 # %% ../nbs/90_benchmark.ipynb #cabed8a8
 def _trainer(spec:dict):
     "The trainer of a run, ready to `train()`."
-    from qlora_nb.data import build_datasets, collator, load_chats
+    from qlora_nb.data import build_datasets, collator, load_chats, token_budget
     from qlora_nb.model import load_base_model, load_model, load_tokenizer, lora_config, resolve_checkpointing
     from qlora_nb.train import QLoRATrainer, training_args
     cfg = resolve_checkpointing(_config(spec))
     tok = load_tokenizer(cfg)
     if spec['path'] != 'trl':
-        budget = cfg['data'].get('max_tokens_per_batch') if cfg['data']['format'] != 'seed' else None
         return QLoRATrainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
-                            data_collator=collator(cfg, tok), max_tokens_per_batch=budget)
+                            data_collator=collator(cfg, tok), max_tokens_per_batch=token_budget(cfg))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
     args = SFTConfig(output_dir=cfg['result_path'], assistant_only_loss=True, max_length=cfg['data']['max_length'],
