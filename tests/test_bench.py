@@ -22,3 +22,12 @@ def test_bench_cli_json(tmp_path, capsys):
     assert abs(r['speedup_vs_seed'] - by['default']['conv_s'] / seed['conv_s']) < 1e-9
     assert abs(r['memory']['ratio'] / r['memory']['theory_ratio'] - 1) < 0.05
     assert 'speed-up vs seed' in capsys.readouterr().out
+
+def test_import_bounds_onednn_caches_unless_user_set():
+    "Importing qlora_nb caps oneDNN's per-shape caches (resident memory grows without it) but keeps a user's own values."
+    import os, subprocess, sys
+    code = "import os, qlora_nb; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k not in ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')}
+    run = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.split()
+    assert run(env) == ['32', '1']
+    assert run({**env, 'ONEDNN_PRIMITIVE_CACHE_CAPACITY': '1024', 'LRU_CACHE_CAPACITY': '512'}) == ['1024', '512']
