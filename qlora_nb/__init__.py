@@ -4,7 +4,7 @@ import os as _os
 # On the CPU, torch's bfloat16 matmuls go through oneDNN, which keeps the kernels (and their buffers) it
 # builds for every new input shape: oneDNN's primitive cache (1,024 entries) and ideep's (LRU_CACHE_CAPACITY,
 # 1,024). Batches of varying shape (a token budget, length grouping) then grow resident memory by tens of MB
-# a step without bound in practice: the benchmark model went from 1.0 to 1.9 GB over 100 steps. Small caches
+# a batch: the benchmark model went from 1.0 to 1.9 GB over its first 40 batches of 400 conversations. Small caches
 # keep what one step reuses and no more, at no measured cost in speed (90_benchmark). Values set by the user
 # win; this must happen before torch's first oneDNN call, which importing qlora_nb early ensures.
 _os.environ.setdefault('ONEDNN_PRIMITIVE_CACHE_CAPACITY', '32')
