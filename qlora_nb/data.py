@@ -16,9 +16,9 @@ from .config import ConfigError
 # %% auto #0
 __all__ = ['MAX_PROBLEMS', 'ROLES', 'TRUNCATION', 'DataError', 'read_records', 'record_problems', 'data_problems', 'check_data',
            'load_chats', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
-           'tokenize_conversation', 'tokenize_chats', 'PadCollator', 'PackCollator', 'split_chats', 'build_datasets',
-           'collator', 'TokenBudgetBatchSampler', 'token_budget', 'marked', 'inspect_report', 'p_eos_after_reply',
-           'padding_per_epoch']
+           'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids', 'tokenize_chats', 'PadCollator',
+           'PackCollator', 'split_chats', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
+           'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -193,6 +193,28 @@ def tokenize_conversation(messages:list[dict], # a chat: list of {role, content}
         ids, mask = ids + [tokenizer.eos_token_id], mask[:last+1] + [1]*(len(mask)-last)
     if max_length is not None: ids, mask = ids[:max_length], mask[:max_length]
     return dict(input_ids=ids, attention_mask=[1]*len(ids), labels=[t if m else -100 for t, m in zip(ids, mask)])
+
+# %% ../nbs/01_data.ipynb #0cdf2fa6
+def end_of_turn_tokens(tokenizer, # a tokenizer with a chat template
+                      )->list[str]:
+    "The special tokens the chat template writes right after an assistant reply, in order; empty when it writes none."
+    x = '\ue000reply\ue001'
+    t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
+    rest, out = (t[t.find(x)+len(x):] if x in t else ''), []
+    specials = _special_strings(tokenizer)
+    while (tok := next((s for s in specials if rest.lstrip(' \n').startswith(s)), None)):
+        out.append(tok); rest = rest.lstrip(' \n')[len(tok):]
+    return out
+
+def stop_token_ids(tokenizer, # a tokenizer with a chat template
+                   generation_config=None, # the model's `GenerationConfig`, whose `eos_token_id` may be a list
+                  )->list[int]:
+    "Every token id that ends a reply: the template's end-of-turn tokens, the tokenizer's EOS, the generation config's EOS ids."
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in end_of_turn_tokens(tokenizer)] + [tokenizer.eos_token_id]
+    g = getattr(generation_config, 'eos_token_id', None)
+    ids += g if isinstance(g, list) else [g]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
 
 # %% ../nbs/01_data.ipynb #131b126c
 TRUNCATION = ('right', 'drop')
