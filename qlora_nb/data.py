@@ -18,7 +18,7 @@ __all__ = ['MAX_PROBLEMS', 'ROLES', 'TRUNCATION', 'DataError', 'read_records', '
            'load_chats', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
            'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids', 'tokenize_chats', 'PadCollator',
            'PackCollator', 'split_chats', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
-           'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
+           'SeededSampler', 'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -169,9 +169,15 @@ def _mask_from_spans(offsets, spans)->list[int]:
 # %% ../nbs/01_data.ipynb #ec89d5e2
 def ends_turn(tokenizer)->bool:
     "Whether the chat template writes any end-of-turn text after an assistant reply."
+    import warnings
+    from jinja2 import TemplateError
     x = '\ue000reply\ue001'
     try: t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
-    except Exception: return True
+    except TemplateError as e:
+        if type(e) is not TemplateError: raise   # a broken template; only its own `raise_exception(...)` refusals are meant here
+        warnings.warn(f"The chat template refuses a one-turn probe conversation ({e}), so qlora_nb assumes it writes its own "
+                      "end-of-turn text after each reply and appends no EOS; check with `qlora-nb inspect` that each reply's end is trained on.")
+        return True
     return bool(t[t.find(x)+len(x):].strip()) if x in t else True
 
 # %% ../nbs/01_data.ipynb #f91e8bb7
@@ -310,6 +316,24 @@ class TokenBudgetBatchSampler:
 def token_budget(cfg:dict)->int|None:
     "Padded tokens a training batch may hold under a config's token budget; None when batches count rows (and on the seed's path)."
     return cfg['data'].get('max_tokens_per_batch') if cfg['data']['format'] != 'seed' else None
+
+# %% ../nbs/01_data.ipynb #9c4f2a81
+class SeededSampler(torch.utils.data.Sampler):
+    "Row indices of one epoch, shuffled (or grouped by length) by a generator seeded from `(seed, epoch)` alone."
+    def __init__(self, n:int, # rows in the dataset
+                 seed:int=0, # the run's seed
+                 lengths:list[int]|None=None, # row lengths: group rows of similar length, as `LengthGroupedSampler` does
+                 batch_size:int=1, # rows that grouping puts together (the Trainer's batch size × accumulation steps)
+                ):
+        self.n, self.seed, self.lengths, self.batch_size, self.epoch = n, seed, lengths, batch_size, 0
+
+    def set_epoch(self, epoch:int): self.epoch = epoch
+    def __len__(self): return self.n
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.lengths is None: return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 # %% ../nbs/01_data.ipynb #6d748b4f
 def marked(row:dict, tokenizer)->str:
