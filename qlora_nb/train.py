@@ -18,8 +18,8 @@ from .model import bf16_supported, check_target_modules, compute_dtype, device, 
 # %% auto #0
 __all__ = ['COMPLETE', 'LOCK_NAME', 'precision_flags', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint',
            'mark_complete', 'CheckpointKeeper', 'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal',
-           'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot', 'save_adapter', 'losses',
-           'train']
+           'nonfinite_advice', 'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot',
+           'save_adapter', 'losses', 'train']
 
 # %% ../nbs/03_train.ipynb #6e40da82
 def precision_flags(cfg:dict, on_cpu:bool|None=None, bf16_ok:bool|None=None)->dict:
@@ -107,6 +107,8 @@ class CheckpointKeeper(TrainerCallback):
             for c in checkpoints(args.output_dir)[:-self.limit]: shutil.rmtree(c, ignore_errors=True)
 
 # %% ../nbs/03_train.ipynb #b7abf0ba
+from contextlib import contextmanager
+
 LOCK_NAME = '.qlora_nb.lock'
 
 def _pid_alive(pid:int)->bool:
@@ -114,6 +116,19 @@ def _pid_alive(pid:int)->bool:
     except ProcessLookupError: return False
     except PermissionError: return True
     return True
+
+@contextmanager
+def _folder_guard(d:Path):
+    "An exclusive `flock` on folder `d` while inside (the kernel drops it if this process dies); nothing where flock is missing."
+    try:
+        import fcntl
+        fd = os.open(d, os.O_RDONLY)
+    except (ImportError, OSError): yield; return
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError: pass   # a file system without flock: creation stays atomic, only stale takeovers can race
+        yield
+    finally: os.close(fd)
 
 class RunLock:
     "Exclusive use of `result_path` by this process, as a context manager; stale locks of dead processes are taken over."
@@ -123,22 +138,30 @@ class RunLock:
         try: pid, host = self.path.read_text(encoding='utf-8').split()[:2]; return int(pid), host
         except (OSError, ValueError): return None
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try: fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        d, host = self.path.parent, socket.gethostname()
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d/f'{LOCK_NAME}.{os.getpid()}.tmp'
+        tmp.write_text(f'{os.getpid()} {host}\n', encoding='utf-8')
+        try:
+            with _folder_guard(d):
+                try: os.link(tmp, self.path); return self   # atomic: the lock appears with its content, or not at all
+                except FileExistsError: pass
                 h = self.holder()
-                if h and h[0] != os.getpid() and (h[1] != socket.gethostname() or _pid_alive(h[0])):
-                    raise ConfigError(f"{self.path.parent}: another run (PID {h[0]} on {h[1]}) is using this result_path; "
-                                      f"wait for it to finish, or use another result_path (delete {self.path} if that run is gone).") from None
-                self.path.unlink(missing_ok=True); continue
-            with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(f'{os.getpid()} {socket.gethostname()}\n')
-            return self
-        raise ConfigError(f"{self.path}: could not take the lock; delete it if no run is using {self.path.parent}.")
+                if h is None:
+                    raise ConfigError(f"{self.path}: the lock file names no run (empty or unreadable), so a run may be starting on "
+                                      f"{d}; if none is, delete {self.path} and run again.")
+                if h[0] != os.getpid() and (h[1] != host or _pid_alive(h[0])):
+                    raise ConfigError(f"{d}: another run (PID {h[0]} on {h[1]}) is using this result_path; "
+                                      f"wait for it to finish, or use another result_path (delete {self.path} if that run is gone).")
+                os.replace(tmp, self.path); return self      # stale: its process is gone
+        finally: tmp.unlink(missing_ok=True)
     def __exit__(self, *exc):
         if (self.holder() or (None,))[0] == os.getpid(): self.path.unlink(missing_ok=True)
 
 # %% ../nbs/03_train.ipynb #e0962090
+from transformers.trainer_utils import has_length
+from .data import SeededSampler
+
 class Interrupted(Exception):
     "Training was stopped by Ctrl-C after writing a checkpoint."
 
@@ -160,16 +183,38 @@ class StopOnSignal(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.hit: control.should_save = control.should_training_stop = True
 
+def nonfinite_advice(args:TrainingArguments)->str:
+    "What to change after a NaN or infinite loss, for these `TrainingArguments`."
+    clip = ("the gradient is already clipped to training.max_grad_norm, so " if args.max_grad_norm and args.max_grad_norm > 0
+            else "set training.max_grad_norm=1.0 (gradient clipping is off), and ")
+    fp16 = ", and use bfloat16 where the GPU has it (training.mixed_precision=auto): float16 overflows past 65504" if args.fp16 else ''
+    return (clip + "lower training.learning_rate (a tenth is a good first try) or raise training.warmup_steps" + fp16
+            + "; then start afresh with --overwrite, since a resumed run keeps the old learning rate and schedule.")
+
 class QLoRATrainer(Trainer):
-    "A `Trainer` that stops with `NonFiniteLoss` on a NaN or infinite loss, and batches by token budget when given one."
+    "A `Trainer` that stops with `NonFiniteLoss` on a NaN or infinite loss, batches by token budget when given one, and orders epoch k's data by (seed, k) alone."
     def __init__(self, *a, max_tokens_per_batch:int|None=None, **kw):
         super().__init__(*a, **kw)
-        self.max_tokens_per_batch = max_tokens_per_batch
+        self.max_tokens_per_batch, self.epoch_sampler = max_tokens_per_batch, None
+        self.add_callback(_EpochToSampler(self))
+
+    @property
+    def data_seed(self)->int: return self.args.seed if self.args.data_seed is None else self.args.data_seed
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        how = self.args.train_sampling_strategy
+        if how not in ('random', 'group_by_length') or ds is None or not has_length(ds): return super()._get_train_sampler(train_dataset)
+        lengths = None
+        if how == 'group_by_length':
+            lengths = ds['length'] if 'length' in (getattr(ds, 'column_names', None) or []) else [len(r['input_ids']) for r in ds]
+        self.epoch_sampler = SeededSampler(len(ds), self.data_seed, lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return self.epoch_sampler
 
     def get_train_dataloader(self):
         if not self.max_tokens_per_batch or 'length' not in self.train_dataset.column_names: return super().get_train_dataloader()
         from torch.utils.data import DataLoader
-        bs = TokenBudgetBatchSampler(self.train_dataset['length'], self.max_tokens_per_batch, self.args.seed)
+        self.epoch_sampler = bs = TokenBudgetBatchSampler(self.train_dataset['length'], self.max_tokens_per_batch, self.data_seed)
         ds = self._remove_unused_columns(self.train_dataset, description='training')
         return self.accelerator.prepare(DataLoader(ds, batch_sampler=bs, collate_fn=self.data_collator,
                                                    num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
@@ -179,9 +224,15 @@ class QLoRATrainer(Trainer):
         if not torch.isfinite(loss).all():
             ck = last_checkpoint(self.args.output_dir)
             raise NonFiniteLoss(f"training stopped at step {self.state.global_step + 1}: the loss is {loss.item()}; "
-                                + (f"the last good checkpoint is {ck}" if ck else "no checkpoint was written yet")
-                                + "; lower training.learning_rate (or set training.max_grad_norm) and run again.")
+                                + (f"the last good checkpoint is {ck}" if ck else "no checkpoint was written yet") + "; "
+                                + nonfinite_advice(self.args))
         return loss
+
+class _EpochToSampler(TrainerCallback):
+    "At each epoch's start, tell the trainer's sampler which epoch it is (the Trainer's `set_epoch` misses it in a resumed epoch on several processes)."
+    def __init__(self, trainer): self.trainer = trainer
+    def on_epoch_begin(self, args, state, control, **kw):
+        if self.trainer.epoch_sampler is not None: self.trainer.epoch_sampler.set_epoch(int(state.epoch or 0))
 
 # %% ../nbs/03_train.ipynb #4ac37f41
 def loss_curves(log_history:list[dict])->dict:
@@ -230,6 +281,8 @@ def save_adapter(model, tokenizer, cfg:dict, save_path=None, state_dict=None)->P
     return out
 
 # %% ../nbs/03_train.ipynb #95e73b62
+from contextlib import ExitStack
+
 def losses(trainer)->list[float]:
     "The logged training losses of a trainer, in order."
     return [h['loss'] for h in trainer.state.log_history if 'loss' in h]
@@ -238,6 +291,24 @@ def _prepare_result_path(rp:Path, overwrite:bool):
     "Delete all checkpoints (`overwrite`) or the incomplete ones, which no run will ever resume from."
     for c in checkpoints(rp, complete=None if overwrite else False): shutil.rmtree(c)
     if overwrite: (rp/'loss.png').unlink(missing_ok=True)
+
+def _claim_result_path(rp:Path, overwrite:bool, main:bool, held:ExitStack)->Path|None:
+    "The main process locks `result_path` (into `held`) and prepares it; then every process learns the checkpoint to resume from."
+    from accelerate.utils import broadcast_object_list
+    said = [None, None]   # the main process's error, the checkpoint
+    if main:
+        try:
+            held.enter_context(RunLock(rp))
+            _prepare_result_path(rp, overwrite)
+            said[1] = str(last_checkpoint(rp) or '')
+        except Exception as e:   # not swallowed: re-raised below, and the other processes stop with it instead of waiting
+            said[0] = (type(e).__name__, str(e))
+            err = e
+    broadcast_object_list(said)   # the other processes wait here until the main one has deleted what it deletes
+    if said[0]:
+        if main: raise err
+        raise (ConfigError if said[0][0] in ('ConfigError', 'DataError') else RuntimeError)(f"{said[0][1]} (reported by the main process)")
+    return Path(said[1]) if said[1] else None
 
 def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
     "Run a resolved config end to end, resuming from `result_path` unless `overwrite`; return a summary."
@@ -249,9 +320,8 @@ def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
     args = training_args(cfg, **args_kw)
     keep, args.save_total_limit = args.save_total_limit, None   # rotated by CheckpointKeeper, after completion
     rp, main = Path(cfg['result_path']), args.process_index == 0
-    with RunLock(rp) if main else nullcontext():
-        if main: _prepare_result_path(rp, overwrite)
-        ck = last_checkpoint(rp)
+    with ExitStack() as held:
+        ck = _claim_result_path(rp, overwrite, main, held)
         if ck and main: print(f"Resuming from {ck} (step {_step(ck)}); pass --overwrite to start afresh.", flush=True)
         t0 = time.time()
         tok = load_tokenizer(cfg)
