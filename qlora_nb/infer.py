@@ -80,8 +80,12 @@ def dequantized_base(cfg:dict, tokenizer=None):
     n = q.get_input_embeddings().weight.shape[0]
     if m.get_input_embeddings().weight.shape[0] != n: m.resize_token_embeddings(n)
     missing, unexpected = m.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if k not in getattr(m, '_tied_weights_keys', None) or []]
-    assert not missing and not unexpected, (missing, unexpected)
+    tied = {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}  # loaded with their source
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ConfigError(f"{cfg['model_name']}: the 4-bit model's weights do not fit a plain {type(m).__name__} (missing: "
+                          f"{', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'}), so it cannot be merged; "
+                          "use the adapter with its 4-bit base instead (qlora-nb generate / chat, or peft's PeftModel).")
     m.generation_config = q.generation_config
     return m.eval()
 

@@ -31,3 +31,31 @@ def env(): return run_env()
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs NVIDIA GPUs (skipped without them)')
+
+# Shared by the resume tests (tests/test_resume.py, tests/test_distributed_resume.py).
+FAULT = REPO/'tests'/'fault_run.py'
+
+def sets(*overrides)->list[str]:
+    "`--set` arguments for `qlora-nb train`."
+    return [a for s in overrides for a in ('--set', s)]
+
+def first_chats(path, n:int):
+    "Write the first `n` bundled sample chats to `path` (JSONL); return the path."
+    import json
+    from qlora_nb.tiny import read_sample_chats
+    Path(path).write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in read_sample_chats()[:n]), encoding='utf-8')
+    return Path(path)
+
+def adapter_weights(d)->dict:
+    "The tensors of `d/adapter_model.safetensors` (an adapter folder or a checkpoint)."
+    from safetensors.torch import load_file
+    return load_file(Path(d)/'adapter_model.safetensors')
+
+def rel_diff(a:dict, b:dict)->float:
+    "max |a - b| / max |a| over all tensors of two adapters with the same keys."
+    assert a.keys() == b.keys() and len(a) > 0, (sorted(a)[:3], sorted(b)[:3])
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a) / max(a[k].float().abs().max().item() for k in a)
+
+def complete_steps(run_dir)->list[int]:
+    "Steps of the complete checkpoints under a result_path."
+    return sorted(int(c.parent.name.split('-')[1]) for c in Path(run_dir).glob('checkpoint-*/qlora_nb_complete.json'))

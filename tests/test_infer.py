@@ -56,3 +56,31 @@ def test_unsafe_model_folders_are_refused(tmp_path, env):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and 'allow_pickle' in p.stderr and 'Traceback' not in p.stderr, p.stderr
     assert not (tmp_path/'run').exists() or not any((tmp_path/'run').glob('checkpoint-*'))
+
+def tied_model(d):
+    "A tiny Llama whose output layer is its input embedding (tie_word_embeddings, as Qwen2.5-0.5B and Gemma have), with the tiny tokenizer."
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from qlora_nb.tiny import TINY_CONFIG, tiny_model_dir
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    conf = LlamaConfig(**{**TINY_CONFIG, 'tie_word_embeddings': True}, vocab_size=len(tok), bos_token_id=None,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(conf).to(torch.bfloat16)
+    m.save_pretrained(d); tok.save_pretrained(d)
+    return m
+
+def test_dequantized_base_of_a_tied_embedding_model(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+    from qlora_nb.config import ConfigError, load_config
+    from qlora_nb.infer import dequantized_base
+    from qlora_nb.model import load_tokenizer
+    orig = tied_model(tmp_path/'tied')
+    cfg = load_config(overrides=[f'model_name={tmp_path}/tied'])
+    tok = load_tokenizer(cfg)
+    m = dequantized_base(cfg, tok)
+    assert m.config.tie_word_embeddings and m.lm_head.weight is m.model.embed_tokens.weight
+    assert torch.equal(m.model.embed_tokens.weight, orig.model.embed_tokens.weight.float())   # not quantized: copied exactly
+    # A plain model the 4-bit weights do not fit is a one-sentence error, not an AssertionError.
+    from_config = AutoModelForCausalLM.from_config
+    monkeypatch.setattr(AutoModelForCausalLM, 'from_config', lambda conf, **kw: from_config(conf.__class__(**{**conf.to_dict(), 'num_hidden_layers': 5}), **kw))
+    with pytest.raises(ConfigError, match='cannot be merged'): dequantized_base(cfg, tok)
