@@ -96,6 +96,7 @@ def make_tiny_model(out_dir, # folder to save the model and tokenizer into (crea
     model = LlamaForCausalLM(cfg)
     with torch.no_grad(): model.lm_head.weight.normal_(0, cfg.hidden_size ** -0.5)
     model = model.to(torch.bfloat16)
+    model.config.architectures = [type(model).__name__]   # as `save_pretrained` writes it; llama.cpp's converter goes by it
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     # the same files as `model.save_pretrained`, which in a distributed run writes on rank 0 only (transformers 5),
