@@ -79,7 +79,7 @@ def export_text(r:dict)->str:
     kind = f"{r['quantized']}, from {r['outtype']}" if r['quantized'] else r['outtype']
     name = re.sub(r'[^a-z0-9._-]+', '-', Path(out).stem.lower()).strip('-') or 'model'
     lines = [f"GGUF ({kind}, {r['size']/1e6:.1f} MB): {out}",
-             f"Ollama Modelfile:{'':5}{mf} (stops at {', '.join(r['stops'])}" + (', with a SYSTEM prompt)' if r['system'] else ')'),
+             f"Ollama Modelfile:    {mf} (stops at {', '.join(r['stops'])}" + (', with a SYSTEM prompt)' if r['system'] else ')'),
              f"Run it with Ollama:  ollama create {name} -f {mf} && ollama run {name}",
              f"or with llama.cpp:   llama-cli -m {out} -cnv"]
     if r['quantize_hint']:
