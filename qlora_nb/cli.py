@@ -12,7 +12,7 @@ from .config import ConfigError, load_config
 
 # %% auto #0
 __all__ = ['embedded_default_path', 'resolve', 'summary_text', 'cmd_train', 'cmd_inspect', 'cmd_generate', 'cmd_chat',
-           'cmd_merge', 'parser', 'main']
+           'cmd_merge', 'export_text', 'cmd_export', 'parser', 'main']
 
 # %% ../nbs/05_cli.ipynb #f5aba483
 def embedded_default_path()->Path:
@@ -70,6 +70,28 @@ def cmd_merge(a):
     out = merge_adapter(a.adapter, a.output, dtype=a.dtype)
     print(f"Merged model ({a.dtype}): {out}\nLoads with AutoModelForCausalLM.from_pretrained({str(out)!r}).")
 
+# %% ../nbs/05_cli.ipynb #e5c0a1d2
+def export_text(r:dict)->str:
+    "The lines printed after an export: the file, the Modelfile, how to run them, and what to run to quantize when llama-quantize was missing."
+    import re
+    rel = lambda p: os.path.relpath(p) if not os.path.relpath(p).startswith('..') else str(p)
+    out, mf = rel(r['output']), rel(r['modelfile'])
+    kind = f"{r['quantized']}, from {r['outtype']}" if r['quantized'] else r['outtype']
+    name = re.sub(r'[^a-z0-9._-]+', '-', Path(out).stem.lower()).strip('-') or 'model'
+    lines = [f"GGUF ({kind}, {r['size']/1e6:.1f} MB): {out}",
+             f"Ollama Modelfile:    {mf} (stops at {', '.join(r['stops'])}" + (', with a SYSTEM prompt)' if r['system'] else ')'),
+             f"Run it with Ollama:  ollama create {name} -f {mf} && ollama run {name}",
+             f"or with llama.cpp:   llama-cli -m {out} -cnv"]
+    if r['quantize_hint']:
+        q = r['quantize_hint']
+        lines.append(f"llama-quantize is not on PATH, so {out} is {r['outtype']}, not {q[-1]}; to quantize it, run llama.cpp's "
+                     f"`{' '.join(q[:1] + [rel(x) for x in q[1:3]] + q[3:])}` and point the Modelfile's FROM at the new file.")
+    return '\n'.join(lines)
+
+def cmd_export(a):
+    from qlora_nb.export import export_gguf
+    print(export_text(export_gguf(a.adapter, a.output, outtype=a.outtype, quantize=a.quantize, system=a.system)))
+
 # %% ../nbs/05_cli.ipynb #00f7c9e6
 def parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='qlora-nb', description='QLoRA fine-tuning of causal language models on chat data.')
@@ -97,6 +119,13 @@ def parser()->argparse.ArgumentParser:
     m.add_argument('--output', required=True, help='folder for the merged model (must not exist, or be empty)')
     m.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
     m.set_defaults(fn=cmd_merge)
+    x = sub.add_parser('export', help='merge, then convert to GGUF for llama.cpp and Ollama (with a Modelfile)')
+    x.add_argument('--adapter', required=True, help="an adapter folder (a run's save_path)")
+    x.add_argument('--output', required=True, help='the .gguf file to write; a Modelfile is written beside it')
+    x.add_argument('--outtype', default=None, choices=['q8_0', 'f16', 'bf16', 'f32'], help="the converter's type (default q8_0; bf16 with --quantize)")
+    x.add_argument('--quantize', default=None, metavar='TYPE', help="a llama.cpp type such as q4_k_m, made by llama-quantize when it is on PATH")
+    x.add_argument('--system', default=None, help="the Modelfile's SYSTEM prompt (default: the run's, if all its chats share one)")
+    x.set_defaults(fn=cmd_export)
     from qlora_nb.bench import add_bench_parser
     add_bench_parser(sub)
     return p

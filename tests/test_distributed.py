@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from qlora_nb.tiny import TINY_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def test_main_process_writes_and_reports_once(runs):
     assert len(list((d/'run').glob('checkpoint-*/rng_state_*.pth'))) == 2  # ... plus each rank's random state
     assert p.stdout.count('Trained builtin:tiny') == 1                    # the summary comes from rank 0 only
     assert (p.stdout + p.stderr).count('train_runtime') == 1               # so does the Trainer's log
-    assert [x.name for x in runs['cache'].iterdir() if not x.name.startswith('.')] == ['tiny-llama-v1']
+    assert [x.name for x in runs['cache'].iterdir() if not x.name.startswith('.')] == [f'tiny-llama-v{TINY_VERSION}']
     assert not [x for x in runs['cache'].iterdir() if x.name.startswith('.building-')]
 
 
@@ -103,7 +104,7 @@ def test_adapter_loads_with_plain_peft(runs):
     from transformers import AutoModelForCausalLM
     from peft import PeftModel, get_peft_model_state_dict
     d = runs['two'][1]
-    base = AutoModelForCausalLM.from_pretrained(runs['cache']/'tiny-llama-v1')
+    base = AutoModelForCausalLM.from_pretrained(runs['cache']/f'tiny-llama-v{TINY_VERSION}')
     m = PeftModel.from_pretrained(base, d/'out'/'adapter')
     w = dumps(d)['rank0']['weights']
     loaded = get_peft_model_state_dict(m)
