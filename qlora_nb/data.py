@@ -366,12 +366,11 @@ def token_budget(cfg:dict)->int|None:
 # %% ../nbs/01_data.ipynb #6d748b4f
 def marked(row:dict, tokenizer)->str:
     "A tokenized row as text, its trained tokens inside `[[ ]]`."
-    out, cur = [], []
+    out, run, cur = [], [], None   # runs decoded whole: a character can span tokens (SentencePiece's byte fallback)
     for t, l in zip(row['input_ids'], row['labels']):
-        if l != -100: cur.append(t); continue
-        if cur: out.append('[[' + tokenizer.decode(cur) + ']]'); cur = []
-        out.append(tokenizer.decode([t]))
-    if cur: out.append('[[' + tokenizer.decode(cur) + ']]')
+        if run and (l != -100) != cur: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run)); run = []
+        run.append(t); cur = l != -100
+    if run: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run))
     return ''.join(out)
 
 def inspect_report(cfg:dict, tokenizer)->str:

@@ -77,7 +77,7 @@ FAMILIES = {
         ['<unk>', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
         notes='mixture of experts (fused expert tensors); the template refuses a system turn'),
-    'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo; Pythia', 'sentencepiece', 'rinna_neox',
+    'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo', 'sentencepiece', 'rinna_neox',
         ['[PAD]', '[UNK]', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', pad='[PAD]', unk='[UNK]',
         config=dict(tie_word_embeddings=False, rotary_pct=1.0, use_parallel_residual=True),
         notes='fused `query_key_value`; no end-of-turn text (`<NL>` between turns): EOS is appended to the last reply'),
@@ -151,9 +151,10 @@ COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export')
 def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py writes it
                  )->str:
     "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export), with the real models each stands for."
+    esc = lambda s: s.replace('|', '\\|')   # a `|` inside a Markdown table cell, even in code, ends the cell
     mark = lambda v: '✅' if v is True else '❌' if v is False else (v or '—')
     lines = ['| family | stands for | tokenizer | ' + ' | '.join(COLUMNS) + ' | special handling |', '|---' * (len(COLUMNS) + 4) + '|']
     for name, f in FAMILIES.items():
         r = results.get(name, {})
-        lines.append(f"| {name} | {f.real} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in COLUMNS) + f" | {f.notes} |")
+        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in COLUMNS) + f" | {esc(f.notes)} |")
     return '\n'.join(lines)
