@@ -174,7 +174,9 @@ def load_tokenizer(cfg:dict):
     "The run's tokenizer, with its pad token set by `tokenizer.pad_token`."
     t = AutoTokenizer.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
     if t.eos_token is None: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no EOS token, so a fine-tuned model could not learn to stop; use a chat model's tokenizer.")
-    if cfg['data']['format'] == 'chat_template': check_end_of_turn_trained(t, cfg['model_name'])
+    if cfg['data']['format'] == 'chat_template':
+        if not t.chat_template: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no chat template; use a chat (instruct) model, or set data.format=seed for the seed recipe's plain format.")
+        check_end_of_turn_trained(t, cfg['model_name'])
     n = len(t)
     set_pad_token(t, cfg['tokenizer'].get('pad_token', 'distinct'))
     if len(t) > n and is_main_process():
