@@ -139,7 +139,7 @@ def make_replica(family:str, # a key of `FAMILIES`
     return out
 
 # %% ../nbs/08_families.ipynb #0567abe3
-REPLICA_VERSION = 1
+REPLICA_VERSION = 2
 
 def replica_dir(family:str)->Path:
     "The replica of `family` in the cache, built on first use."

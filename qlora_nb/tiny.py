@@ -75,7 +75,7 @@ def train_tokenizer(texts, # an iterable of strings to learn the merges from
         tok = Tokenizer(models.BPE(unk_token=tokens['unk_token'], byte_fallback=True, fuse_unk=True))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement='▁', prepend_scheme='first')
         tok.decoder = decoders.Sequence([decoders.Replace('▁', ' '), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size-256, special_tokens=special_tokens, show_progress=False, limit_alphabet=200)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size-256, special_tokens=special_tokens, show_progress=False)
         tok.train_from_iterator(texts, trainer)
         tok = _byte_fallback(tok, len(special_tokens))
     else: raise ValueError(f"kind={kind!r}: use 'byte_bpe' or 'sentencepiece'.")

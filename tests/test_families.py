@@ -1,7 +1,7 @@
 """The family matrix: every replica of `qlora_nb.families` masked, trained, stopped, merged and loaded with plain peft.
 
 Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
-import json, os, subprocess, sys, textwrap, time
+import json, os, re, subprocess, sys, time
 from pathlib import Path
 
 import pytest, torch
@@ -63,6 +63,13 @@ def test_masking(family):
         if m['role'] == 'assistant': assert m['content'] in trained_text, pieces
         else: assert m['content'] not in trained_text and m['content'][-4:] not in trained_text, pieces
     assert untrained_end_of_turn(tok) == [], pieces
+    # nothing else: each trained run is one reply and special tokens (Qwen3's template also writes an empty think block)
+    replies = [m['content'] for m in CHAT if m['role'] == 'assistant']
+    assert len(pieces) == len(replies), pieces
+    for piece, reply in zip(pieces, replies):
+        rest = re.sub(r'<think>\s*</think>', '', piece.replace(reply, '', 1))
+        for t in sorted(tok.get_added_vocab(), key=len, reverse=True): rest = rest.replace(t, '')
+        assert not rest.strip(), (piece, reply)
     assert tok.pad_token_id not in [t for t, l in zip(r['input_ids'], r['labels']) if l != -100]
     record(family, masking=True)
 
@@ -75,7 +82,7 @@ def test_train_and_adapter(family, root):
     assert keys and all('lora_' in k for k in keys), [k for k in keys if 'lora_' not in k]
     targets = json.loads((adapter/'adapter_config.json').read_text())['target_modules']
     assert not any('expert' in t for t in targets) and not json.loads((adapter/'adapter_config.json').read_text()).get('target_parameters')
-    record(family, train=True, loss=[round(s['loss_first'], 3), round(s['loss_last'], 3)], targets=sorted(targets))
+    record(family, train=True, loss=[round(s['loss_first'], 1), round(s['loss_last'], 1)], targets=sorted(targets))
 
 class ForceThen:
     "A logits processor: token `fill` at every step except step `at`, where it forces `stop`."
@@ -115,7 +122,7 @@ def test_stop_and_merge(family, root, tmp_path):
         emb, head = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
         orig = AutoModelForCausalLM.from_pretrained(replica_dir(family), dtype=torch.float32).get_input_embeddings().weight
         assert emb.data_ptr() == head.data_ptr() and torch.equal(emb[:orig.shape[0]], orig)
-    record(family, merge=True, merge_rel_l2=round(d, 5), adapter_rel_l2=round(d_adapter, 4), tied=bool(merged.config.tie_word_embeddings))
+    record(family, merge=True, merge_rel_l2=float(f'{d:.0e}'), adapter_rel_l2=round(d_adapter, 1), tied=bool(merged.config.tie_word_embeddings))
 
 PLAIN = '''
 import json, sys, torch
