@@ -11,8 +11,8 @@ from importlib.resources import files
 from .config import ConfigError, load_config
 
 # %% auto #0
-__all__ = ['embedded_default_path', 'resolve', 'summary_text', 'cmd_train', 'cmd_inspect', 'cmd_generate', 'cmd_chat',
-           'cmd_merge', 'export_text', 'cmd_export', 'parser', 'main']
+__all__ = ['embedded_default_path', 'resolve', 'summary_text', 'cmd_train', 'model_report', 'cmd_inspect', 'cmd_generate',
+           'cmd_chat', 'cmd_merge', 'export_text', 'cmd_export', 'parser', 'main']
 
 # %% ../nbs/05_cli.ipynb #f5aba483
 def embedded_default_path()->Path:
@@ -45,13 +45,31 @@ def cmd_train(a):
     if s['save_path']: print('\n' + summary_text(s))
 
 # %% ../nbs/05_cli.ipynb #45a1e766
+def model_report(cfg:dict, tokenizer)->str:
+    "What `inspect` says about the model: pad, end-of-turn and stop tokens, system turns, the layers that get LoRA adapters."
+    from transformers import GenerationConfig
+    from qlora_nb.data import end_of_turn_tokens, stop_token_ids, system_note
+    from qlora_nb.model import lora_targets, safe_model_path
+    try: gen = GenerationConfig.from_pretrained(safe_model_path(cfg))
+    except OSError: gen = None
+    stops = stop_token_ids(tokenizer, gen)
+    t = lora_targets(cfg)
+    return '\n'.join([f"Model {cfg['model_name']}: pad {tokenizer.pad_token!r}, EOS {tokenizer.eos_token!r}, end of turn "
+                      f"{', '.join(end_of_turn_tokens(tokenizer)) or '(none: EOS is appended to the last reply)'}; generation stops at "
+                      + ', '.join(f'{tokenizer.convert_ids_to_tokens(i)!r}' for i in stops) + '.',
+                      *([n] if (n := system_note(tokenizer)) else []),
+                      "LoRA adapters on: " + (', '.join(t) if isinstance(t, list) else str(t)) + '.'])
+
 def cmd_inspect(a):
     from qlora_nb.data import check_data, inspect_report
-    from qlora_nb.model import load_tokenizer
+    from qlora_nb.model import load_tokenizer, safe_model_path
     cfg = resolve(a.config, a.set)
+    safe_model_path(cfg)   # a wrong model name fails before the data is read
     check_data(cfg['training_data_json_path'])
     if cfg['data'].get('eval_path'): check_data(cfg['data']['eval_path'])
-    print(inspect_report(cfg, load_tokenizer(cfg)))
+    tok = load_tokenizer(cfg)
+    print(model_report(cfg, tok))
+    print(inspect_report(cfg, tok))
 
 # %% ../nbs/05_cli.ipynb #6bc1afd4
 def cmd_generate(a):

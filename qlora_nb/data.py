@@ -10,15 +10,17 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, load_dataset
+from jinja2.exceptions import TemplateError
 
 from .config import ConfigError
 
 # %% auto #0
 __all__ = ['MAX_PROBLEMS', 'ROLES', 'TRUNCATION', 'DataError', 'read_records', 'record_problems', 'data_problems', 'check_data',
-           'load_chats', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
-           'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids', 'tokenize_chats', 'PadCollator',
-           'PackCollator', 'split_chats', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
-           'SeededSampler', 'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
+           'load_chats', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn', 'system_supported',
+           'fold_system', 'system_note', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
+           'untrained_end_of_turn', 'check_end_of_turn_trained', 'tokenize_chats', 'PadCollator', 'PackCollator',
+           'split_chats', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget', 'SeededSampler',
+           'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -180,13 +182,47 @@ def ends_turn(tokenizer)->bool:
         return True
     return bool(t[t.find(x)+len(x):].strip()) if x in t else True
 
+# %% ../nbs/01_data.ipynb #f699d8df
+_SYSTEM_OK = {}
+
+def system_supported(tokenizer)->bool:
+    "Whether the chat template renders a system turn as text (some refuse it, some drop it)."
+    key = (tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
+    if key not in _SYSTEM_OK:
+        x = '\ue000system\ue001'
+        chat = [{'role': 'system', 'content': x}, {'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
+        try: _SYSTEM_OK[key] = x in _render(tokenizer, chat)
+        except Exception: _SYSTEM_OK[key] = False   # jinja2's TemplateError from the template's raise_exception
+    return _SYSTEM_OK[key]
+
+def fold_system(messages:list[dict], # a chat: list of {role, content}
+                tokenizer)->list[dict]:
+    "`messages` with a leading system turn folded into the first user turn when the chat template cannot render it."
+    if not messages or messages[0]['role'] != 'system' or system_supported(tokenizer): return messages
+    rest = list(messages[1:])
+    i = next((k for k, m in enumerate(rest) if m['role'] == 'user'), None)
+    if i is None: return rest
+    rest[i] = {**rest[i], 'content': messages[0]['content'] + '\n\n' + rest[i]['content']}
+    return rest
+
+def system_note(tokenizer)->str|None:
+    "The sentence `inspect` and `train` print when the template cannot render a system turn."
+    if system_supported(tokenizer): return None
+    return "The chat template cannot render a system turn, so a system prompt is folded into the first user turn (as Gemma 3's template does)."
+
 # %% ../nbs/01_data.ipynb #f91e8bb7
 def tokenize_conversation(messages:list[dict], # a chat: list of {role, content}
                           tokenizer, # a fast tokenizer with a chat template
                           max_length:int|None=1024, # longer conversations are cut at the right; None: no cut
                          )->dict:
     "`input_ids`, `attention_mask` and `labels` (-100 except on assistant replies and their end-of-turn token)."
-    messages = [{'role': m['role'], 'content': m['content']} for m in messages]
+    messages = fold_system([{'role': m['role'], 'content': m['content']} for m in messages], tokenizer)
+    try: return _tokenize_conversation(messages, tokenizer, max_length)
+    except TemplateError as e:
+        raise DataError(f"the chat template refuses the conversation that starts {messages[0]['content'][:40]!r}: {e}; "
+                        "make its turns alternate user / assistant after an optional system turn.") from None
+
+def _tokenize_conversation(messages, tokenizer, max_length):
     if _has_generation_markers(tokenizer):
         out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
         ids, mask = list(out['input_ids']), list(out['assistant_masks'])
@@ -221,6 +257,22 @@ def stop_token_ids(tokenizer, # a tokenizer with a chat template
     ids += g if isinstance(g, list) else [g]
     return list(dict.fromkeys(i for i in ids if i is not None))
 
+
+# %% ../nbs/01_data.ipynb #7af515e2
+def untrained_end_of_turn(tokenizer)->list[str]:
+    "End-of-turn tokens (or EOS, for templates that write none) that `tokenize_conversation` would leave untrained after a reply."
+    chat = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello.'},
+            {'role': 'user', 'content': 'Bye'}, {'role': 'assistant', 'content': 'Bye.'}]
+    r = tokenize_conversation(chat, tokenizer, None)
+    trained = {t for t, l in zip(r['input_ids'], r['labels']) if l != -100}
+    return [t for t in (end_of_turn_tokens(tokenizer) or [tokenizer.eos_token]) if tokenizer.convert_tokens_to_ids(t) not in trained]
+
+def check_end_of_turn_trained(tokenizer, name:str='the model'):
+    "Refuse, in one sentence, a tokenizer whose chat template leaves its end-of-turn token untrained."
+    if (miss := untrained_end_of_turn(tokenizer)):
+        raise ConfigError(f"{name}: the chat template writes {', '.join(miss)} after each reply but the reply's tokens would not include it, "
+                          "so the model would never learn to stop; move it inside the template's {% generation %} block "
+                          "(or remove the markers).")
 
 # %% ../nbs/01_data.ipynb #131b126c
 TRUNCATION = ('right', 'drop')
@@ -338,12 +390,11 @@ class SeededSampler(torch.utils.data.Sampler):
 # %% ../nbs/01_data.ipynb #6d748b4f
 def marked(row:dict, tokenizer)->str:
     "A tokenized row as text, its trained tokens inside `[[ ]]`."
-    out, cur = [], []
+    out, run, cur = [], [], None   # runs decoded whole: a character can span tokens (SentencePiece's byte fallback)
     for t, l in zip(row['input_ids'], row['labels']):
-        if l != -100: cur.append(t); continue
-        if cur: out.append('[[' + tokenizer.decode(cur) + ']]'); cur = []
-        out.append(tokenizer.decode([t]))
-    if cur: out.append('[[' + tokenizer.decode(cur) + ']]')
+        if run and (l != -100) != cur: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run)); run = []
+        run.append(t); cur = l != -100
+    if run: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run))
     return ''.join(out)
 
 def inspect_report(cfg:dict, tokenizer)->str:
@@ -361,6 +412,7 @@ def inspect_report(cfg:dict, tokenizer)->str:
              f"Truncation '{d.get('truncation', 'right')}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
              f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token.",
              f"Trained on: {trained:,} of {int(lens.sum()):,} tokens ({trained/lens.sum():.1%}).",
+             *([note] if (note := system_note(tokenizer)) else []),
              "Example (trained tokens in [[ ]]):", marked(ds[0], tokenizer)]
     return '\n'.join(lines)
 

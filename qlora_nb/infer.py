@@ -12,11 +12,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextSt
 from peft import PeftModel
 
 from .config import CONFIG_NAME, ConfigError, load_config
+from .data import fold_system, stop_token_ids
 from .model import _DTYPES, check_model_folder, device, load_base_model, safe_model_path
 
 # %% auto #0
-__all__ = ['adapter_config', 'load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'dequantized_base', 'merge_adapter',
-           'rel_l2']
+__all__ = ['adapter_config', 'load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout', 'dequantized_base',
+           'merge_adapter', 'rel_l2']
 
 # %% ../nbs/04_infer.ipynb #e40ff4ca
 def adapter_config(adapter_dir)->dict:
@@ -43,11 +44,11 @@ def chat_messages(prompt:str, system:str|None=None, history:list|None=None)->lis
 
 @torch.no_grad()
 def generate(model, tokenizer, messages:list[dict], max_new_tokens:int=128, stream:bool=False, **kw)->str:
-    "The assistant's reply to `messages` (greedy unless sampling arguments are given)."
-    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors='pt', return_dict=True).to(model.device)
+    "The assistant's reply to `messages` (greedy unless sampling arguments are given), stopped at any of `stop_token_ids`."
+    enc = tokenizer.apply_chat_template(fold_system(messages, tokenizer), add_generation_prompt=True, return_tensors='pt', return_dict=True).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=kw.pop('do_sample', False), streamer=streamer,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kw)
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer, model.generation_config), **kw)
     return tokenizer.decode(out[0, enc['input_ids'].shape[1]:], skip_special_tokens=True)
 
 # %% ../nbs/04_infer.ipynb #bbb3f742
@@ -64,6 +65,14 @@ def chat_loop(model, tokenizer, system:str|None=None, max_new_tokens:int=256, in
         history = msgs[1 if system else 0:] + [{'role': 'assistant', 'content': reply}]
 
 # %% ../nbs/04_infer.ipynb #b035b5ea
+def conv1d_layout(sd:dict, model)->dict:
+    "`sd` with the weights of `model`'s Conv1D layers (GPT-2) transposed back: bitsandbytes quantizes them as `Linear4bit`, [out, in]."
+    from transformers.pytorch_utils import Conv1D
+    for name, mod in model.named_modules():
+        k = f'{name}.weight'
+        if isinstance(mod, Conv1D) and k in sd and sd[k].shape != mod.weight.shape: sd[k] = sd[k].T.contiguous()
+    return sd
+
 def dequantized_base(cfg:dict, tokenizer=None):
     "The base model as the 4-bit run computes it, as a plain float32 model: NF4 weights dequantized, the rest copied."
     import bitsandbytes as bnb
@@ -76,10 +85,11 @@ def dequantized_base(cfg:dict, tokenizer=None):
         if name not in sd and not isinstance(p, bnb.nn.Params4bit): sd[name] = p.detach().float().cpu()
     conf = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
     conf.pad_token_id = q.config.pad_token_id
+    conf.vocab_size = q.get_input_embeddings().weight.shape[0]   # a pad token added to the tokenizer (`02_model.pad_token_choice`)
     m = AutoModelForCausalLM.from_config(conf, dtype=torch.float32, trust_remote_code=cfg.get('trust_remote_code', False))
     n = q.get_input_embeddings().weight.shape[0]
     if m.get_input_embeddings().weight.shape[0] != n: m.resize_token_embeddings(n)
-    missing, unexpected = m.load_state_dict(sd, strict=False)
+    missing, unexpected = m.load_state_dict(conv1d_layout(sd, m), strict=False)
     tied = {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}  # loaded with their source
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #c2b76430
 from __future__ import annotations
-import json, os
+import json, os, sys
 from pathlib import Path
 
 import torch
@@ -12,14 +12,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAn
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from .config import ConfigError
-from .data import token_budget
+from .data import check_end_of_turn_trained, end_of_turn_tokens, token_budget
 
 # %% auto #0
-__all__ = ['model_path', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica',
-           'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'quantization_config', 'set_pad_token', 'load_tokenizer',
-           'linear_module_names', 'check_target_modules', 'activation_bytes', 'free_memory', 'batch_tokens',
-           'needs_checkpointing', 'resolve_checkpointing', 'lora_config', 'load_base_model', 'upcast_unquantized',
-           'load_model']
+__all__ = ['model_path', 'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process',
+           'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'quantization_config',
+           'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'linear_module_names', 'check_target_modules',
+           'activation_bytes', 'free_memory', 'batch_tokens', 'needs_checkpointing', 'resolve_checkpointing',
+           'lora_targets', 'lora_config', 'load_base_model', 'upcast_unquantized', 'load_model']
 
 # %% ../nbs/02_model.ipynb #7be1e7db
 def model_path(name:str)->str:
@@ -27,6 +27,45 @@ def model_path(name:str)->str:
     if name == 'builtin:tiny':
         from qlora_nb.tiny import tiny_model_dir
         return str(tiny_model_dir())
+    return name
+
+# %% ../nbs/02_model.ipynb #aa90304f
+def _offline()->bool:
+    import huggingface_hub.constants as hc
+    return hc.HF_HUB_OFFLINE or os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
+
+def _looks_local(name:str)->bool:
+    "Whether `name` can only be a folder: a path, not `org/name` or `name` as hub ids are written."
+    return Path(name).is_absolute() or name.startswith(('.', '~')) or name.count('/') > 1 or '\\' in name
+
+def _hub_config(name:str)->str:
+    "The local path of a hub model's `config.json`: from the cache, else downloaded unless offline; `ConfigError` if neither."
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    hit = try_to_load_from_cache(name, 'config.json')
+    if isinstance(hit, str): return hit
+    if _offline(): raise ConfigError(f"model_name {name!r}: no such local folder, and as a hub id it is not in the local cache while "
+                                     "HF_HUB_OFFLINE is set; point model_name at a model folder, or download it once online.")
+    try: return hf_hub_download(name, 'config.json')
+    except Exception as e: raise ConfigError(f"model_name {name!r}: no such local folder, and the hub has no model of that name with a "
+                                             f"config.json ({type(e).__name__}); check the spelling, or log in for a gated model.") from None
+
+def check_model_name(name:str, # a config's `model_name`, after `model_path`
+                     trust_remote_code:bool=False)->str:
+    "`name`, after checking that it is a model folder or hub model with a `config.json` of an architecture transformers knows."
+    from transformers import CONFIG_MAPPING, __version__
+    d = Path(name).expanduser()
+    if d.is_dir(): cj = d/'config.json'
+    elif d.exists(): raise ConfigError(f"model_name {name!r} is a file; point it at the folder that holds config.json and the weights.")
+    elif _looks_local(name): raise ConfigError(f"model_name {name!r}: no such folder; check the path.")
+    else: cj = Path(_hub_config(name))
+    if not cj.is_file(): raise ConfigError(f"model_name {name!r}: the folder has no config.json, so it is not a model folder; "
+                                           "point model_name at the folder that holds config.json and the weights.")
+    try: meta = json.loads(cj.read_text(encoding='utf-8'))
+    except (OSError, ValueError) as e: raise ConfigError(f"{cj}: not a readable JSON file ({e}); the model folder is damaged.") from None
+    mt = meta.get('model_type') if isinstance(meta, dict) else None
+    if mt not in CONFIG_MAPPING and not (trust_remote_code and meta.get('auto_map')):
+        raise ConfigError(f"model_name {name!r}: transformers {__version__} does not know the architecture {mt!r} (model_type in "
+                          "config.json); upgrade transformers, or set trust_remote_code: true if the model ships its own code and you trust it.")
     return name
 
 # %% ../nbs/02_model.ipynb #5f297a8e
@@ -52,7 +91,7 @@ def check_model_folder(path, # a local model, tokenizer or adapter folder
 
 def safe_model_path(cfg:dict)->str:
     "`model_path` of a config's `model_name`, after `check_model_folder` with the config's switches."
-    p = model_path(cfg['model_name'])
+    p = check_model_name(model_path(cfg['model_name']), cfg.get('trust_remote_code', False))
     check_model_folder(p, cfg.get('trust_remote_code', False), cfg.get('allow_pickle', False))
     return p
 
@@ -106,28 +145,55 @@ def quantization_config(cfg:dict)->BitsAndBytesConfig:
     return BitsAndBytesConfig(**q)
 
 # %% ../nbs/02_model.ipynb #c5279a19
+def _never_trained(tokenizer)->set[str]:
+    "Tokens the model is trained to write: EOS and the template's end-of-turn tokens."
+    try: eot = end_of_turn_tokens(tokenizer)
+    except Exception: eot = []   # no template, or one that refuses a plain user/assistant chat
+    return {tokenizer.eos_token, *eot}
+
+def pad_token_choice(tokenizer)->tuple[str, str]:
+    "`(token, why)`: a pad token that is never a training target, preferring one the vocabulary already has; `why` is 'added' if none has."
+    trained, specials = _never_trained(tokenizer), sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
+    if tokenizer.pad_token is not None and tokenizer.pad_token not in trained: return tokenizer.pad_token, 'the tokenizer\'s pad token'
+    if tokenizer.unk_token is not None and tokenizer.unk_token not in trained: return tokenizer.unk_token, 'the unknown-token token'
+    for want, why in (('pad', 'a padding token of the vocabulary'), ('<|endoftext|>', 'the end-of-text token, not a training target here'),
+                      ('reserved', 'a reserved special token')):
+        t = next((t for t, _ in specials if t not in trained and (t == want if want.startswith('<') else want in t.lower())), None)
+        if t: return t, why
+    return '<|pad|>', 'added'
+
 def set_pad_token(tokenizer, policy:str='distinct'):
-    "Give `tokenizer` a pad token: EOS (`policy='eos'`, the seed) or one distinct from EOS."
-    if policy == 'eos': tokenizer.pad_token = tokenizer.eos_token
-    elif tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        if tokenizer.unk_token is not None and tokenizer.unk_token_id != tokenizer.eos_token_id: tokenizer.pad_token = tokenizer.unk_token
-        else: tokenizer.add_special_tokens({'pad_token': '<|pad|>'})
+    "Give `tokenizer` a pad token: EOS (`policy='eos'`, the seed) or `pad_token_choice` (a token added only when none can serve)."
+    if policy == 'eos': tokenizer.pad_token = tokenizer.eos_token; return tokenizer
+    t, why = pad_token_choice(tokenizer)
+    if why == 'added': tokenizer.add_special_tokens({'pad_token': t})
+    else: tokenizer.pad_token = t
     return tokenizer
 
 def load_tokenizer(cfg:dict):
     "The run's tokenizer, with its pad token set by `tokenizer.pad_token`."
     t = AutoTokenizer.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
     if t.eos_token is None: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no EOS token, so a fine-tuned model could not learn to stop; use a chat model's tokenizer.")
-    return set_pad_token(t, cfg['tokenizer'].get('pad_token', 'distinct'))
+    if cfg['data']['format'] == 'chat_template':
+        if not t.chat_template: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no chat template; use a chat (instruct) model, or set data.format=seed for the seed recipe's plain format.")
+        check_end_of_turn_trained(t, cfg['model_name'])
+    n = len(t)
+    set_pad_token(t, cfg['tokenizer'].get('pad_token', 'distinct'))
+    if len(t) > n and is_main_process():
+        print(f"{cfg['model_name']}: the vocabulary has no token that can pad without being trained on, so {t.pad_token!r} is added "
+              f"(id {t.pad_token_id}); the adapter holds LoRA weights only and loads with plain peft, but before feeding padded "
+              "batches to the base resize it: base.resize_token_embeddings(len(tokenizer)).", file=sys.stderr, flush=True)
+    return t
 
 # %% ../nbs/02_model.ipynb #a430368e
 def linear_module_names(cfg:dict)->list[str]:
-    "Short names of the linear layers of the configured model, read from its config alone (no weights)."
+    "Short names of the linear layers (and GPT-2's Conv1D) of the configured model, read from its config alone (no weights)."
     from accelerate import init_empty_weights
     mc = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
     with init_empty_weights(): m = AutoModelForCausalLM.from_config(mc, trust_remote_code=cfg.get('trust_remote_code', False))
+    from transformers.pytorch_utils import Conv1D   # GPT-2's linear layers, weights stored transposed
     out = m.get_output_embeddings()
-    return sorted({n.split('.')[-1] for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear) and mod is not out})
+    return sorted({n.split('.')[-1] for n, mod in m.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out})
 
 def check_target_modules(cfg:dict):
     "Refuse `lora.target_modules` names the model lacks, naming the ones it has."
@@ -167,9 +233,18 @@ def resolve_checkpointing(cfg:dict)->dict:
     return {**cfg, 'training': {**cfg['training'], 'gradient_checkpointing': need}}
 
 # %% ../nbs/02_model.ipynb #3ffbb147
+def lora_targets(cfg:dict)->list[str]|str:
+    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers (`linear_module_names`), so MoE experts — fused weight tensors, not linear layers — are left out."
+    want = cfg['lora'].get('target_modules')
+    return linear_module_names(cfg) if want == 'all-linear' else want
+
 def lora_config(cfg:dict)->LoraConfig:
-    "The `LoraConfig` of a resolved config."
-    return LoraConfig(**cfg['lora'])
+    "The `LoraConfig` of a resolved config, its targets resolved by `lora_targets`."
+    lc = cfg['lora']
+    if lc.get('target_parameters') and lc.get('lora_dropout'):
+        raise ConfigError(f"lora.target_parameters ({', '.join(lc['target_parameters'])}) adapts weight tensors such as MoE experts, "
+                          f"which peft does without dropout, but lora.lora_dropout is {lc['lora_dropout']}; set lora.lora_dropout=0.")
+    return LoraConfig(**{**lc, 'target_modules': lora_targets(cfg)})
 
 def load_base_model(cfg:dict, tokenizer=None):
     "The frozen 4-bit base model of a resolved config, on this process's device."

@@ -11,13 +11,15 @@ from importlib.resources import files
 import torch
 import sentencepiece as spm
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
 from transformers import PreTrainedTokenizerFast, LlamaTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
+
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path', 'read_sample_chats',
-           'train_sentencepiece', 'tokenizer_from_sentencepiece', 'train_tokenizer', 'make_tiny_model', 'cache_dir',
-           'tiny_model_dir']
+__all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHATML_TOKENS', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path',
+           'read_sample_chats', 'chat_texts', 'train_sentencepiece', 'tokenizer_from_sentencepiece', 'train_tokenizer',
+           'make_tiny_model', 'cache_dir', 'built_once', 'tiny_model_dir']
 
 # %% ../nbs/07_tiny.ipynb #50585036
 def sample_chats_path()->Path:
@@ -41,7 +43,11 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 
-def _chat_texts(chats):
+CHATML_TOKENS = dict(eos_token='<|im_end|>', pad_token='<|pad|>', unk_token=None, bos_token=None)
+
+def chat_texts(chats, # chat records, as `read_sample_chats` gives
+              ):
+    "Each turn of `chats` as `role\\ncontent`: the text a tokenizer for them is trained on."
     for c in chats:
         for m in c['messages']: yield f"{m['role']}\n{m['content']}"
 
@@ -71,11 +77,49 @@ def tokenizer_from_sentencepiece(model:bytes, # a serialized SentencePiece BPE m
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
+def _byte_fallback(tok:Tokenizer, n_special:int)->Tokenizer:
+    "`tok` with SentencePiece's 256 byte tokens `<0x00>`…`<0xFF>` right after its special tokens."
+    j = json.loads(tok.to_str())
+    vocab = sorted(j['model']['vocab'].items(), key=lambda kv: kv[1])
+    byte_toks = [f'<0x{b:02X}>' for b in range(256)]
+    rest = [t for t, _ in vocab[n_special:] if t not in byte_toks]
+    j['model']['vocab'] = {t: i for i, t in enumerate([t for t, _ in vocab[:n_special]] + byte_toks + rest)}
+    return Tokenizer.from_str(json.dumps(j))
+
 def train_tokenizer(texts, # an iterable of strings to learn the merges from
                     vocab_size:int=2048, # total vocabulary, special tokens and the 256 bytes included
+                    special_tokens:list[str]=SPECIAL_TOKENS, # added first, in this order (ids 0, 1, …)
+                    kind:str='byte_bpe', # 'byte_bpe' (GPT-2, Llama 3, Qwen) or 'sentencepiece' (Llama 2, Gemma, Mistral: `▁` words, byte fallback)
+                    chat_template:str=CHAT_TEMPLATE, # the Jinja chat template
+                    add_bos:bool=False, # whether `tokenizer(text)` puts BOS first, as Llama and Gemma tokenizers do
+                    **tokens, # `eos_token`, `pad_token`, `unk_token`, `bos_token` (None: absent); default: ChatML's, EOS `<|im_end|>`
                    )->PreTrainedTokenizerFast:
-    "The fast tokenizer of a SentencePiece model trained on `texts` (`train_sentencepiece`, then `tokenizer_from_sentencepiece`)."
-    return tokenizer_from_sentencepiece(train_sentencepiece(texts, vocab_size))
+    "A BPE tokenizer trained on `texts`, with `special_tokens`, the `tokens` conventions and `chat_template`."
+    tokens = {**CHATML_TOKENS, **tokens}
+    if kind == 'byte_bpe':
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer)
+    elif kind == 'sentencepiece':
+        tok = Tokenizer(models.BPE(unk_token=tokens['unk_token'], byte_fallback=True, fuse_unk=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement='▁', prepend_scheme='first')
+        tok.decoder = decoders.Sequence([decoders.Replace('▁', ' '), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(' ', 1, 0)])
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size-256, special_tokens=special_tokens, show_progress=False)
+        tok.train_from_iterator(texts, trainer)
+        tok = _byte_fallback(tok, len(special_tokens))
+    else: raise ValueError(f"kind={kind!r}: use 'byte_bpe' or 'sentencepiece'.")
+    if add_bos:
+        b = tokens['bos_token']
+        tok.post_processor = processors.TemplateProcessing(single=f'{b} $A', pair=f'{b} $A {b} $B', special_tokens=[(b, tok.token_to_id(b))])
+    named = {v for v in tokens.values() if v}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **tokens, additional_special_tokens=[t for t in special_tokens if t not in named],
+                                   model_max_length=2048, padding_side='right')
+    fast.chat_template = chat_template
+    return fast
+
 
 # %% ../nbs/07_tiny.ipynb #c3117694
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -88,7 +132,7 @@ def make_tiny_model(out_dir, # folder to save the model and tokenizer into (crea
                    )->Path:
     "Build a small Llama-architecture base model and its tokenizer (`tokenizer.model` + `tokenizer.json`) into `out_dir`, deterministically."
     out = Path(out_dir)
-    sp = train_sentencepiece(_chat_texts(read_sample_chats()), vocab_size=vocab_size)
+    sp = train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size)
     tok = tokenizer_from_sentencepiece(sp)
     cfg = LlamaConfig(**{**TINY_CONFIG, **config}, vocab_size=len(tok), bos_token_id=None,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -114,17 +158,23 @@ def cache_dir()->Path:
     "Where qlora_nb keeps what it builds: `$QLORA_NB_CACHE`, else `~/.cache/qlora_nb`."
     return Path(os.environ.get('QLORA_NB_CACHE') or Path.home()/'.cache'/'qlora_nb')
 
-def tiny_model_dir(**kwargs)->Path:
-    "The tiny model's folder in the cache, built on first use (`kwargs` as for `make_tiny_model`)."
-    tag = ''.join(f'-{k}{v}' for k, v in sorted(kwargs.items()))
-    out = cache_dir()/f'tiny-llama-v{TINY_VERSION}{tag}'
+def built_once(out:Path, # the folder to fill
+               build, # `build(folder)` writes the files into an empty folder
+              )->Path:
+    "`out`, built by `build` on first use into a temporary folder that is then renamed, so no process sees half a folder."
     if (out/'config.json').exists(): return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.building-', dir=out.parent))
     try:
-        make_tiny_model(tmp, **kwargs)
+        build(tmp)
         try: tmp.rename(out)
         except OSError:  # another process finished first
             if not (out/'config.json').exists(): raise
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+def tiny_model_dir(**kwargs)->Path:
+    "The tiny model's folder in the cache, built on first use (`kwargs` as for `make_tiny_model`)."
+    tag = ''.join(f'-{k}{v}' for k, v in sorted(kwargs.items()))
+    return built_once(cache_dir()/f'tiny-llama-v{TINY_VERSION}{tag}', lambda d: make_tiny_model(d, **kwargs))
+

@@ -12,8 +12,8 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .config import ConfigError, save_config, load_config
-from .data import TokenBudgetBatchSampler, build_datasets, check_data, collator, token_budget
-from .model import bf16_supported, check_target_modules, compute_dtype, device, load_model, load_tokenizer, quiet_replica, resolve_checkpointing
+from .data import system_note, TokenBudgetBatchSampler, build_datasets, check_data, collator, token_budget
+from .model import bf16_supported, check_target_modules, compute_dtype, device, load_model, load_tokenizer, quiet_replica, safe_model_path, resolve_checkpointing
 
 # %% auto #0
 __all__ = ['COMPLETE', 'LOCK_NAME', 'precision_flags', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint',
@@ -270,7 +270,7 @@ def save_adapter(model, tokenizer, cfg:dict, save_path=None, state_dict=None)->P
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}-', dir=out.parent))
     try:
-        model.save_pretrained(tmp, state_dict=state_dict)
+        model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)   # LoRA weights only: plain peft loads them on the base
         tokenizer.save_pretrained(tmp)
         save_config(cfg, tmp)
         old = out.with_name(f'.{out.name}-old') if out.exists() else None
@@ -313,6 +313,7 @@ def _claim_result_path(rp:Path, overwrite:bool, main:bool, held:ExitStack)->Path
 def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
     "Run a resolved config end to end, resuming from `result_path` unless `overwrite`; return a summary."
     quiet_replica()
+    safe_model_path(cfg)   # a wrong model name fails before the data is read
     check_data(cfg['training_data_json_path'])
     check_target_modules(cfg)
     cfg = resolve_checkpointing(cfg)
@@ -325,6 +326,7 @@ def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
         if ck and main: print(f"Resuming from {ck} (step {_step(ck)}); pass --overwrite to start afresh.", flush=True)
         t0 = time.time()
         tok = load_tokenizer(cfg)
+        if main and (note := system_note(tok)): print(note, flush=True)
         ds, eval_ds = build_datasets(cfg, tok)
         set_seed(args.seed)
         model = load_model(cfg, tok)

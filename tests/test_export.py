@@ -79,12 +79,12 @@ def byte_level_adapter(adapter, tmp_path)->Path:
     from transformers import PreTrainedTokenizerFast
     from qlora_nb.config import CONFIG_NAME, load_config, save_config
     from qlora_nb.model import model_path
-    from qlora_nb.tiny import SPECIAL_TOKENS, CHAT_TEMPLATE, read_sample_chats, _chat_texts
+    from qlora_nb.tiny import SPECIAL_TOKENS, CHAT_TEMPLATE, read_sample_chats, chat_texts
     base, a = tmp_path/'bpe-base', tmp_path/'bpe-adapter'
     shutil.copytree(model_path('builtin:tiny'), base, ignore=shutil.ignore_patterns('tokenizer*', 'chat_template*'))
     shutil.copytree(adapter, a, ignore=shutil.ignore_patterns('tokenizer*', 'chat_template*'))
     bpe = Tokenizer(models.BPE()); bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False); bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(_chat_texts(read_sample_chats()), trainers.BpeTrainer(vocab_size=2048, special_tokens=SPECIAL_TOKENS, show_progress=False,
+    bpe.train_from_iterator(chat_texts(read_sample_chats()), trainers.BpeTrainer(vocab_size=2048, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                                                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token='<|im_end|>', pad_token='<|pad|>')
     tok.chat_template = CHAT_TEMPLATE

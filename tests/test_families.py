@@ -1,0 +1,188 @@
+"""The family matrix: every replica of `qlora_nb.families` masked, trained, stopped, merged and loaded with plain peft.
+
+Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
+import json, os, re, subprocess, sys, time
+from pathlib import Path
+
+import pytest, torch
+from conftest import REPO, qlora_nb
+
+from qlora_nb.families import FAMILIES, replica_dir
+
+RESULTS, TRAINED = {}, {}
+CHAT = [{'role': 'system', 'content': 'あなたは簡潔に答えるアシスタントです。'},
+        {'role': 'user', 'content': 'フランスの首都はどこですか？'}, {'role': 'assistant', 'content': 'フランスの首都はパリです。'},
+        {'role': 'user', 'content': 'What is 3 + 4?'}, {'role': 'assistant', 'content': 'It is 7.'}]
+SETS = ['training.max_steps=8', 'training.learning_rate=2e-2', 'training.logging_steps=1', 'training.save_steps=100',
+        'training.disable_tqdm=true', 'data.max_length=128', 'training.gradient_checkpointing=false',
+        'data.max_tokens_per_batch=null', 'training.per_device_train_batch_size=4', 'training.warmup_steps=0']
+
+def record(family, **kw): RESULTS.setdefault(family, {}).update(kw)
+
+def trained(family, root):
+    "Train the family's replica in-process once per session: (adapter folder, summary)."
+    if family not in TRAINED:
+        import matplotlib; matplotlib.use('Agg')
+        from qlora_nb.config import load_config
+        from qlora_nb.train import train
+        d = root/family
+        cfg = load_config(overrides=[f'model_name={replica_dir(family)}', f'result_path={d}/run', f'save_path={d}/adapter', *SETS])
+        s = train(cfg, overwrite=True)
+        s.pop('trainer')
+        TRAINED[family] = Path(s['save_path']), s
+    return TRAINED[family]
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory): return tmp_path_factory.mktemp('families')
+
+@pytest.fixture(scope='module', autouse=True)
+def write_results():
+    yield
+    if set(RESULTS) == set(FAMILIES) and all(len(r) >= 5 for r in RESULTS.values()):
+        out = {'note': 'written by tests/test_families.py; rendered by tools/support_table.py', 'families': RESULTS}
+        (REPO/'nbs'/'family_matrix.json').write_text(json.dumps(out, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+
+def runs(labels):
+    "The trained tokens as runs of consecutive positions."
+    out, cur = [], []
+    for i, l in enumerate(labels):
+        if l != -100: cur.append(i)
+        elif cur: out.append(cur); cur = []
+    return out + ([cur] if cur else [])
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_masking(family):
+    from transformers import AutoTokenizer
+    from qlora_nb.data import tokenize_conversation, untrained_end_of_turn
+    from qlora_nb.model import set_pad_token
+    tok = set_pad_token(AutoTokenizer.from_pretrained(replica_dir(family)))
+    r = tokenize_conversation(CHAT, tok, None)
+    pieces = [tok.decode([r['input_ids'][i] for i in run]) for run in runs(r['labels'])]
+    trained_text = ''.join(pieces)
+    for m in CHAT:
+        if m['role'] == 'assistant': assert m['content'] in trained_text, pieces
+        else: assert m['content'] not in trained_text and m['content'][-4:] not in trained_text, pieces
+    assert untrained_end_of_turn(tok) == [], pieces
+    # nothing else: each trained run is one reply and special tokens (Qwen3's template also writes an empty think block)
+    replies = [m['content'] for m in CHAT if m['role'] == 'assistant']
+    assert len(pieces) == len(replies), pieces
+    for piece, reply in zip(pieces, replies):
+        rest = re.sub(r'<think>\s*</think>', '', piece.replace(reply, '', 1))
+        for t in sorted(tok.get_added_vocab(), key=len, reverse=True): rest = rest.replace(t, '')
+        assert not rest.strip(), (piece, reply)
+    assert tok.pad_token_id not in [t for t, l in zip(r['input_ids'], r['labels']) if l != -100]
+    record(family, masking=True)
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_train_and_adapter(family, root):
+    from safetensors import safe_open
+    adapter, s = trained(family, root)
+    assert s['loss_last'] < s['loss_first'], s
+    with safe_open(adapter/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
+    assert keys and all('lora_' in k for k in keys), [k for k in keys if 'lora_' not in k]
+    targets = json.loads((adapter/'adapter_config.json').read_text())['target_modules']
+    assert not any('expert' in t for t in targets) and not json.loads((adapter/'adapter_config.json').read_text()).get('target_parameters')
+    record(family, train=True, loss=[round(s['loss_first'], 1), round(s['loss_last'], 1)], targets=sorted(targets))
+
+class ForceThen:
+    "A logits processor: token `fill` at every step except step `at`, where it forces `stop`."
+    def __init__(self, n0, fill, stop, at=2): self.n0, self.fill, self.stop, self.at = n0, fill, stop, at
+    def __call__(self, input_ids, scores):
+        want = self.stop if input_ids.shape[1] - self.n0 == self.at else self.fill
+        out = torch.full_like(scores, -float('inf')); out[:, want] = 0
+        return out
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_stop_and_merge(family, root, tmp_path):
+    from transformers import AutoModelForCausalLM, LogitsProcessorList
+    from qlora_nb.data import fold_system, stop_token_ids
+    from qlora_nb.infer import generate, load_for_inference, merge_adapter, rel_l2
+    adapter, _ = trained(family, root)
+    model, tok = load_for_inference(adapter)
+    msgs = CHAT[:2]
+    n0 = len(tok.apply_chat_template(fold_system(msgs, tok), add_generation_prompt=True, return_dict=True)['input_ids'])
+    fill = tok.convert_tokens_to_ids(tok.tokenize('a')[-1])
+    stops = stop_token_ids(tok, model.generation_config)
+    want = {tok.convert_tokens_to_ids(t) for t in FAMILIES[family].stop}
+    assert want <= set(stops), (stops, want)
+    for s in stops:
+        reply = generate(model, tok, msgs, max_new_tokens=8, logits_processor=LogitsProcessorList([ForceThen(n0, fill, s)]))
+        assert reply == tok.decode([fill, fill], skip_special_tokens=True), (tok.convert_ids_to_tokens(s), reply)
+    record(family, stop=True, stops=tok.convert_ids_to_tokens(stops))
+    # merge: the merged model computes what the 4-bit base + adapter computes
+    out = merge_adapter(adapter, tmp_path/'merged', dtype='float32')
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    batch = tok.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
+    with torch.no_grad():
+        ref, got = model(**batch).logits[0], merged(**batch).logits[0]
+        with model.disable_adapter(): base = model(**batch).logits[0]
+    d, d_adapter = rel_l2(ref, got), rel_l2(ref, base)
+    assert d < 5e-2 and d_adapter > 1e-3, (d, d_adapter)
+    if merged.config.tie_word_embeddings or FAMILIES[family].config.get('tie_word_embeddings'):
+        emb, head = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
+        orig = AutoModelForCausalLM.from_pretrained(replica_dir(family), dtype=torch.float32).get_input_embeddings().weight
+        assert emb.data_ptr() == head.data_ptr() and torch.equal(emb[:orig.shape[0]], orig)
+    record(family, merge=True, merge_rel_l2=float(f'{d:.0e}'), adapter_rel_l2=round(d_adapter, 1), tied=bool(merged.config.tie_word_embeddings))
+
+PLAIN = '''
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+out = {}
+for family, base, adapter in json.loads(sys.argv[1]):
+    m = AutoModelForCausalLM.from_pretrained(base)                 # the unmodified base, as the hub would give it
+    tok = AutoTokenizer.from_pretrained(adapter)
+    ids = torch.tensor([tok('hello こんにちは', add_special_tokens=False)['input_ids']])
+    before = m(ids).logits
+    p = PeftModel.from_pretrained(m, adapter)
+    after = p(ids).logits
+    out[family] = bool(torch.isfinite(after).all()) and not torch.equal(before, after)
+print(json.dumps(out))
+'''
+
+def test_plain_peft(root, env):
+    "Every adapter loads with plain peft on its unmodified base, in a process that never imports qlora_nb."
+    jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES]
+    p = subprocess.run([sys.executable, '-c', PLAIN, json.dumps(jobs)], env={**env, 'PYTHONPATH': ''}, capture_output=True, text=True,
+                       timeout=300, cwd=root)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ok = json.loads(p.stdout.strip().splitlines()[-1])
+    for f, v in ok.items(): record(f, **{'plain peft': v, 'export': 'see export'})
+    assert all(ok.values()), ok
+
+def test_cli_train_and_inspect(tmp_path, env):
+    "One family through the command line: `inspect` says what it decided, `train` says the system turn is folded."
+    sets = [f'model_name={replica_dir("gemma2")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS]
+    args = [a for s in sets for a in ('--set', s)]
+    i = subprocess.run(qlora_nb('inspect', *args), env=env, capture_output=True, text=True, timeout=300)
+    assert i.returncode == 0, i.stderr
+    assert "pad '<pad>'" in i.stdout and "'<end_of_turn>'" in i.stdout and 'folded into the first user turn' in i.stdout, i.stdout
+    assert 'LoRA adapters on: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj.' in i.stdout
+    t = subprocess.run(qlora_nb('train', *args), env=env, capture_output=True, text=True, timeout=300)
+    assert t.returncode == 0, t.stderr
+    assert t.stdout.count('folded into the first user turn') == 1 and (tmp_path/'adapter'/'adapter_model.safetensors').exists()
+
+def test_moe_experts_when_asked(tmp_path):
+    "Mixtral's experts get adapters only when asked, and then only with dropout 0, which the refusal names."
+    from qlora_nb.config import ConfigError, load_config
+    from qlora_nb.train import train
+    base = [f'model_name={replica_dir("mixtral")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS,
+            'training.max_steps=2', 'lora.target_parameters=[mlp.experts.gate_up_proj,mlp.experts.down_proj]']
+    with pytest.raises(ConfigError, match='lora.lora_dropout=0'): train(load_config(overrides=base), overwrite=True)
+    s = train(load_config(overrides=[*base, 'lora.lora_dropout=0']), overwrite=True)
+    from safetensors import safe_open
+    with safe_open(Path(s['save_path'])/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
+    assert any('experts' in k for k in keys) and any('q_proj' in k for k in keys)
+
+@pytest.mark.parametrize('name,says', [('/no/such/folder', 'no such folder'), ('EMPTY', 'no config.json'),
+                                        ('qlora-nb/not-cached', 'not in the local cache'), ('UNKNOWN', 'does not know the architecture')])
+def test_model_names(name, says, tmp_path, capsys):
+    "Each way a model name can be wrong: one sentence and exit 2, before the data is read (here: a data file that is not there)."
+    from qlora_nb.cli import main
+    if name == 'EMPTY': name = str(tmp_path)
+    if name == 'UNKNOWN': (tmp_path/'config.json').write_text('{"model_type": "llama99"}'); name = str(tmp_path)
+    for cmd in ('train', 'inspect'):
+        with pytest.raises(SystemExit) as e: main([cmd, '--set', f'model_name={name}', '--set', 'training_data_json_path=/no/data.jsonl',
+                                                   '--set', f'result_path={tmp_path}/run'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and 'data' not in err.split(says)[0][-20:] and err.count('\n') == 1, err
