@@ -9,6 +9,8 @@ import functools, importlib.util, types
 import torch
 import torch.nn.functional as F
 
+from .model import fsdp_enabled
+
 # %% auto #0
 __all__ = ['PLAIN_FAMILIES', 'CHUNK_MB', 'KERNELS', 'shifted_labels', 'apply_transform', 'logit_transform', 'chunk_rows',
            'ChunkedCE', 'chunked_lm_loss', 'loss_kernel', 'kernel_loss', 'causal_lm', 'loss_path',
@@ -158,8 +160,9 @@ def enable_chunked_loss(model, # a transformers causal LM, or a peft model aroun
     m._qlora_nb_loss = 'plain'
     if enable is False: return model
     t = logit_transform(m)
-    if t is None or m.loss_function is not LOSS_MAPPING['ForCausalLM']:
-        if enable is True: raise ValueError(f"{type(m).__name__}: the chunked loss is not known to be exact for this model; "
+    if t is None or m.loss_function is not LOSS_MAPPING['ForCausalLM'] or fsdp_enabled():
+        if enable is True: raise ValueError(f"{type(m).__name__}: the chunked loss is not known to be exact for this model"
+                                            f"{' under FSDP' if fsdp_enabled() else ''}; "
                                             "set training.chunked_loss to auto or false.")
         return model
     m._qlora_nb_transform, m._qlora_nb_chunk_mb = t, chunk_mb
