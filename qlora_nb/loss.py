@@ -9,6 +9,7 @@ import functools, importlib.util, types
 import torch
 import torch.nn.functional as F
 
+from .config import ConfigError
 from .model import fsdp_enabled
 
 # %% auto #0
@@ -161,7 +162,7 @@ def enable_chunked_loss(model, # a transformers causal LM, or a peft model aroun
     if enable is False: return model
     t = logit_transform(m)
     if t is None or m.loss_function is not LOSS_MAPPING['ForCausalLM'] or fsdp_enabled():
-        if enable is True: raise ValueError(f"{type(m).__name__}: the chunked loss is not known to be exact for this model"
+        if enable is True: raise ConfigError(f"{type(m).__name__}: the chunked loss is not known to be exact for this model"
                                             f"{' under FSDP' if fsdp_enabled() else ''}; "
                                             "set training.chunked_loss to auto or false.")
         return model
