@@ -8,9 +8,10 @@ import argparse, json, math, os, random, resource, subprocess, sys, tempfile, ti
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'bench_model_dir', 'param_count', 'make_chats',
-           'write_jsonl', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text',
-           'cmd_bench', 'add_bench_parser']
+__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'REAL_SIZES', 'VOCAB', 'VOCAB_N', 'VOCAB_BUDGETS',
+           'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl', 'run_one', 'run', 'summarize',
+           'nf4_bytes', 'weight_memory', 'bench', 'report_text', 'cmd_bench', 'add_bench_parser', 'memory_arithmetic',
+           'vocab_model_dir', 'summarize_vocab', 'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -98,7 +99,7 @@ def _config(spec:dict):
     if preset == 'seed': tr.update(fp16=False, bf16=True)  # fp16 needs a GPU; the data path is what is measured
     over = dict(model_name=str(spec['model_dir']), training_data_json_path=str(spec['data']), preset=preset,
                 result_path=str(Path(spec['out'])/'run'), save_path=str(Path(spec['out'])/'adapter'),
-                lora=dict(target_modules=TARGETS[spec['targets']]), training=tr)
+                lora=dict(target_modules=TARGETS[spec['targets']]), data=spec.get('data_config', {}), training=tr)
     return merge(load_config(None, [f'preset={preset}']), over)
 
 # %% ../nbs/90_benchmark.ipynb #d8432475
@@ -107,23 +108,26 @@ def _trainer(spec:dict):
     from qlora_nb.data import build_datasets, collator, load_chats, token_budget
     from qlora_nb.model import load_base_model, load_model, load_tokenizer, lora_config, resolve_checkpointing
     from qlora_nb.train import QLoRATrainer, training_args
+    from qlora_nb.loss import apply_loss_config
     cfg = resolve_checkpointing(_config(spec))
     tok = load_tokenizer(cfg)
     if spec['path'] != 'trl':
-        return QLoRATrainer(model=load_model(cfg, tok), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
+        return QLoRATrainer(model=apply_loss_config(load_model(cfg, tok), cfg), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
                             data_collator=collator(cfg, tok), max_tokens_per_batch=token_budget(cfg))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
-    args = SFTConfig(output_dir=cfg['result_path'], assistant_only_loss=True, max_length=cfg['data']['max_length'],
-                     learning_rate=2e-4, num_train_epochs=1, save_strategy='no', report_to='none', disable_tqdm=True,
-                     seed=0, bf16=True, use_cpu=spec.get('device', 'cpu') == 'cpu',
-                     **{k: v for k, v in tr.items() if k in spec.get('training', {})})
+    kw = dict(output_dir=cfg['result_path'], assistant_only_loss=True, max_length=cfg['data']['max_length'],
+              learning_rate=2e-4, num_train_epochs=1, save_strategy='no', report_to='none', disable_tqdm=True,
+              seed=0, bf16=True, use_cpu=spec.get('device', 'cpu') == 'cpu',
+              **{k: v for k, v in tr.items() if k in spec.get('training', {})})
+    args = SFTConfig(**{**kw, **spec.get('sft', {})})   # `sft`: a run's own SFTConfig fields (the vocabulary part's token budget)
     return SFTTrainer(model=load_base_model(cfg, tok), args=args, train_dataset=load_chats(cfg['training_data_json_path']),
                       processing_class=tok, peft_config=lora_config(cfg))
 
 def run_one(spec:dict)->dict:
     "Train one epoch of the run `spec` in this process; return its figures."
     import torch
+    from qlora_nb.loss import loss_path
     trainer = _trainer(spec)
     counts = dict(batches=0, tokens=0, real_tokens=0, trained_tokens=0)
     trainer.data_collator = _counting(trainer.data_collator, counts)
@@ -136,7 +140,8 @@ def run_one(spec:dict)->dict:
     out = dict(path=spec['path'], targets=spec['targets'], conversations=n, steps=trainer.state.global_step, epoch_s=s,
                **counts, pad_fraction=1 - counts['real_tokens']/counts['tokens'], real_tok_s=counts['real_tokens']/s,
                trained_tok_s=counts['trained_tokens']/s, conv_s=n/s, loss_last=losses[-1] if losses else None,
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
+               loss_path='trl' if spec['path'] == 'trl' else loss_path(trainer.model))
     if torch.cuda.is_available(): out['peak_gpu_mb'] = torch.cuda.max_memory_allocated()/2**20
     return out
 
@@ -257,6 +262,7 @@ def report_text(r:dict)->str:
         f"= {m['ratio']:.4f} (theory {m['theory_ratio']:.4f}, {m['vs_theory']:+.2%})"])
 
 def cmd_bench(a):
+    if a.part == 'vocab': return cmd_bench_vocab(a)
     r = bench(quick=a.quick, device=a.device, size=a.size, n=a.n, paths=a.paths.split(','), targets=a.targets.split(','))
     print(report_text(r))
     if a.json:
@@ -273,5 +279,118 @@ def add_bench_parser(sub):
     b.add_argument('-n', type=int, default=None, help='number of conversations')
     b.add_argument('--paths', default='seed,default,trl', help='runs to make, of: ' + ','.join(PATHS))
     b.add_argument('--targets', default='qv,all', help='LoRA settings to compare at, of: ' + ','.join(TARGETS))
+    b.add_argument('--part', choices=['paths', 'vocab'], default='paths',
+                   help='paths: (a), (b), (c) side by side; vocab: the loss at a 152k vocabulary (plain, chunked, TRL)')
+    b.add_argument('--vocab', type=int, default=152_064, help='vocabulary of the model of --part vocab')
+    b.add_argument('--budgets', default='1024,4096', help='tokens a batch to run --part vocab at')
     b.set_defaults(fn=cmd_bench)
     return b
+
+# %% ../nbs/90_benchmark.ipynb #b066f209
+REAL_SIZES = {
+    'Llama 3 8B': ('llama', dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                                 num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False)),
+    'Qwen2.5 7B': ('qwen2', dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                                 num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False)),
+    'Gemma 2 9B': ('gemma2', dict(hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
+                                  num_key_value_heads=8, head_dim=256, vocab_size=256000, tie_word_embeddings=True)),
+}
+
+def memory_arithmetic(name:str, # a key of REAL_SIZES
+                      tokens:int, # tokens in one training batch
+                     )->dict:
+    "GB of 4-bit weights, checkpointed activations, plain-loss logits and one chunk of the chunked loss, for a real model's shape."
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from qlora_nb.loss import CHUNK_MB
+    family, c = REAL_SIZES[name]
+    with torch.device('meta'): m = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **c))
+    head = m.get_output_embeddings()
+    n_lin = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod is not head)
+    n_all = sum(p.numel() for p in m.parameters())
+    h, i, L, V = c['hidden_size'], c['intermediate_size'], c['num_hidden_layers'], c['vocab_size']
+    return dict(model=name, vocab=V, tokens=tokens, weights_gb=(n_lin * (4 + 8/64 + 32/(64*256)) / 8 + 2 * (n_all - n_lin)) / 1e9,
+                activations_gb=tokens * (2 * h * L + 2 * (16*h + 6*i)) / 1e9, logits_gb=tokens * V * (2 + 4 + 4) / 1e9,
+                chunked_gb=3 * CHUNK_MB * 2**20 / 1e9)
+
+# %% ../nbs/90_benchmark.ipynb #c75227df
+VOCAB, VOCAB_N, VOCAB_BUDGETS = 152_064, 64, (1024, 4096)
+VOCAB_PATHS = dict(plain='(b) plain loss', chunked='(b) chunked loss', trl='(c) TRL SFTTrainer')
+
+def vocab_model_dir(size:str='cpu', vocab:int=VOCAB)->Path:
+    "The random-init Llama of `SIZES[size]` with `vocab` embedding and head rows (tokenizer unchanged), built once into the cache."
+    from qlora_nb.tiny import cache_dir
+    out = cache_dir()/f'bench-{size}-vocab{vocab}'
+    if (out/'config.json').exists(): return out
+    import shutil, torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    src = bench_model_dir(size)
+    cfg = AutoConfig.from_pretrained(src); cfg.vocab_size = vocab
+    torch.manual_seed(0); m = LlamaForCausalLM(cfg)
+    with torch.no_grad(): m.lm_head.weight.normal_(0, cfg.hidden_size ** -0.5)
+    tmp = Path(tempfile.mkdtemp(prefix='.building-', dir=out.parent))
+    try:
+        m.to(torch.bfloat16).save_pretrained(tmp); AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+        try: tmp.rename(out)
+        except OSError:
+            if not (out/'config.json').exists(): raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+# %% ../nbs/90_benchmark.ipynb #35f17d68
+def _vocab_spec(path:str, budget:int, **common)->dict:
+    "The spec of one run of the vocabulary part: qlora_nb's default with the plain or chunked loss, or TRL packing to `budget`."
+    if path == 'trl': return dict(common, path='trl', targets='all', sft=dict(packing=True, max_length=budget, per_device_train_batch_size=1))
+    return dict(common, path='default', targets='all', data_config=dict(max_tokens_per_batch=budget),
+                training=dict(chunked_loss=path == 'chunked'))
+
+def summarize_vocab(runs:list[dict])->dict:
+    "Peak RSS and epoch time of the chunked loss against the plain loss and TRL, at each token budget."
+    by, out = {(r['part'], r['budget']): r for r in runs}, {}
+    for (p, b), r in by.items():
+        if p != 'chunked': continue
+        for o in ('plain', 'trl'):
+            if (o, b) in by:
+                out[f'rss_vs_{o}_{b}'] = r['peak_rss_mb'] / by[o, b]['peak_rss_mb']
+                out[f'time_vs_{o}_{b}'] = r['epoch_s'] / by[o, b]['epoch_s']
+    return out
+
+def bench_vocab(n:int=VOCAB_N, # conversations
+                budgets=VOCAB_BUDGETS, # tokens a batch to measure at
+                paths=tuple(VOCAB_PATHS), device:str='cpu', size:str|None=None, vocab:int=VOCAB, log=print)->dict:
+    "The vocabulary part: plain loss, chunked loss and TRL on a model with `vocab` entries, one epoch each, at each budget."
+    import torch
+    from transformers import AutoTokenizer
+    size = size or ('gpu' if device == 'cuda' else 'cpu')
+    mdir = vocab_model_dir(size, vocab)
+    work = Path(tempfile.mkdtemp(prefix='qlora-nb-vocab-'))
+    data = write_jsonl(make_chats(n, AutoTokenizer.from_pretrained(mdir)), work/'chats.jsonl')
+    log(f"model {size} with a {vocab:,} vocabulary: {param_count(mdir)/1e6:.1f}M parameters, {n} conversations, device {device}")
+    runs = []
+    for b in budgets:
+        for p in paths:
+            t0 = time.time()
+            r = dict(run(_vocab_spec(p, b, model_dir=mdir, data=data, out=work/f'{p}-{b}', device=device)), part=p, budget=b)
+            runs.append(r)
+            log(f"{VOCAB_PATHS[p]:20} {b:5} tokens a batch  epoch {r['epoch_s']:7.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+                f"loss path {r['loss_path']}  ({time.time()-t0:.0f} s with setup)")
+    import shutil; shutil.rmtree(work, ignore_errors=True)
+    return dict(summarize_vocab(runs), runs=runs, setup=dict(size=size, vocab=vocab, params=param_count(mdir), conversations=n,
+                                                             device=device, torch_threads=torch.get_num_threads()))
+
+# %% ../nbs/90_benchmark.ipynb #abd39f55
+def vocab_report_text(r:dict)->str:
+    "The lines `qlora-nb bench --part vocab` prints after the runs."
+    lines = [f"{'run':20} {'tokens/batch':>12} {'epoch s':>8} {'peak RSS MB':>12}  loss path"]
+    lines += [f"{VOCAB_PATHS[x['part']]:20} {x['budget']:12} {x['epoch_s']:8.1f} {x['peak_rss_mb']:12.0f}  {x['loss_path']}" for x in r['runs']]
+    lines += [f"chunked at {b} tokens a batch: peak RSS {r[f'rss_vs_trl_{b}']:.2f}× TRL's and {r[f'rss_vs_plain_{b}']:.2f}× the plain loss's; "
+              f"epoch time {r[f'time_vs_plain_{b}']:.2f}× the plain loss's" for b in sorted({x['budget'] for x in r['runs']})
+              if f'rss_vs_trl_{b}' in r and f'rss_vs_plain_{b}' in r]
+    return '\n'.join(lines)
+
+def cmd_bench_vocab(a):
+    r = bench_vocab(n=a.n or VOCAB_N, budgets=tuple(int(b) for b in a.budgets.split(',')), device=a.device, size=a.size, vocab=a.vocab)
+    print(vocab_report_text(r))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1, ensure_ascii=False), encoding='utf-8')
+        print(f"JSON: {a.json}")

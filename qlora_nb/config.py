@@ -21,7 +21,8 @@ SEED_PRESET = dict(
     tokenizer=dict(use_fast=False, pad_token='eos'),
     data=dict(max_length=1024, format='seed'),
     training=dict(num_train_epochs=3, per_device_train_batch_size=1, gradient_accumulation_steps=16, learning_rate=2e-5,
-                  logging_steps=50, save_steps=500, save_total_limit=2, fp16=True, gradient_checkpointing=True),
+                  logging_steps=50, save_steps=500, save_total_limit=2, fp16=True, gradient_checkpointing=True,
+                  chunked_loss=False),
 )
 
 DEFAULT_PRESET = dict(
@@ -33,7 +34,7 @@ DEFAULT_PRESET = dict(
     training=dict(num_train_epochs=3, per_device_train_batch_size=4, gradient_accumulation_steps=8, learning_rate=2e-4,
                   lr_scheduler_type='cosine', warmup_steps=0.03, weight_decay=0.0, logging_steps=10, save_steps=100,
                   save_total_limit=2, mixed_precision='auto', gradient_checkpointing=True,
-                  gradient_checkpointing_kwargs={'use_reentrant': False}, report_to='none'),
+                  gradient_checkpointing_kwargs={'use_reentrant': False}, report_to='none', chunked_loss='auto'),
 )
 
 PRESETS = {'default': DEFAULT_PRESET, 'seed': SEED_PRESET}
@@ -50,7 +51,7 @@ OWN_FIELDS = dict(
     tokenizer=dict(use_fast=bool, pad_token=str),
     data=dict(max_length=int, format=str, truncation=str, packing=bool, eval_fraction=float,
               eval_path=typing.Optional[typing.Union[str, list[str]]], max_tokens_per_batch=typing.Optional[int]),
-    training=dict(mixed_precision=str),
+    training=dict(mixed_precision=str, chunked_loss=bool, loss_chunk_mb=float),
 )
 
 def _hf_fields(section):
@@ -102,7 +103,7 @@ def _type_name(t)->str:
 # %% ../nbs/00_config.ipynb #ffc4aa2b
 _POSITIVE = {'training.learning_rate', 'training.num_train_epochs', 'training.per_device_train_batch_size',
              'training.gradient_accumulation_steps', 'training.logging_steps', 'training.save_steps',
-             'lora.r', 'lora.lora_alpha', 'data.max_length', 'data.max_tokens_per_batch'}
+             'lora.r', 'lora.lora_alpha', 'data.max_length', 'data.max_tokens_per_batch', 'training.loss_chunk_mb'}
 _CHOICES = {'quantization.bnb_4bit_quant_type': ('nf4', 'fp4'),
             'quantization.bnb_4bit_compute_dtype': ('auto', 'bfloat16', 'float16', 'float32'),
             'training.mixed_precision': ('auto', 'bf16', 'fp16', 'no'),
@@ -112,7 +113,8 @@ _CHOICES = {'quantization.bnb_4bit_quant_type': ('nf4', 'fp4'),
             'preset': tuple(PRESETS)}
 
 _AUTO_OK = {'training.gradient_checkpointing',  # decided when the model is known (`02_model.resolve_checkpointing`)
-            'quantization.upcast_unquantized'}  # decided by the compute dtype (`02_model.upcast_unquantized`)
+            'quantization.upcast_unquantized',  # decided by the compute dtype (`02_model.upcast_unquantized`)
+            'training.chunked_loss'}  # on where exact for the model (`02b_loss.enable_chunked_loss`)
 
 def _check_value(key, v, where):
     if key in _POSITIVE and isinstance(v, (int, float)) and v <= 0:

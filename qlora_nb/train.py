@@ -13,7 +13,9 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from .config import ConfigError, save_config, load_config
 from .data import system_note, TokenBudgetBatchSampler, build_datasets, check_data, collator, token_budget
+from .loss import apply_loss_config
 from .model import bf16_supported, check_target_modules, compute_dtype, device, load_model, load_tokenizer, quiet_replica, safe_model_path, resolve_checkpointing
+
 
 # %% auto #0
 __all__ = ['COMPLETE', 'LOCK_NAME', 'precision_flags', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint',
@@ -56,7 +58,7 @@ def fp32_trainable(model)->int:
 def training_args(cfg:dict, **kw)->TrainingArguments:
     "`TrainingArguments` of a resolved config (`kw` overrides, e.g. for tests)."
     cfg = resolve_checkpointing(cfg)
-    tr = {k: v for k, v in cfg['training'].items() if k not in ('mixed_precision', 'bf16', 'fp16')}
+    tr = {k: v for k, v in cfg['training'].items() if k not in ('mixed_precision', 'bf16', 'fp16', 'chunked_loss', 'loss_chunk_mb')}
     if cfg['data']['format'] != 'seed': tr.setdefault('train_sampling_strategy', 'group_by_length')
     # The seed's `gradient_checkpointing` is called `activation_checkpointing` in transformers 5.
     for old, new in (('gradient_checkpointing', 'activation_checkpointing'), ('gradient_checkpointing_kwargs', 'activation_checkpointing_kwargs')):
@@ -329,7 +331,7 @@ def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
         if main and (note := system_note(tok)): print(note, flush=True)
         ds, eval_ds = build_datasets(cfg, tok)
         set_seed(args.seed)
-        model = load_model(cfg, tok)
+        model = apply_loss_config(load_model(cfg, tok), cfg)   # the loss without full logits (`02b_loss`)
         fp32_trainable(model)
         trainer = QLoRATrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds, data_collator=collator(cfg, tok),
                                callbacks=[CheckpointKeeper(keep), LossPlot(), *callbacks],

@@ -31,3 +31,16 @@ def test_import_bounds_onednn_caches_unless_user_set():
     run = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.split()
     assert run(env) == ['32', '1']
     assert run({**env, 'ONEDNN_PRIMITIVE_CACHE_CAPACITY': '1024', 'LRU_CACHE_CAPACITY': '512'}) == ['1024', '512']
+
+def test_bench_vocab_part(tmp_path, capsys):
+    "`qlora-nb bench --part vocab` end to end on the `test` size with a wider vocabulary: plain, chunked and TRL, the path each took."
+    p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
+    out = tmp_path/'vocab.json'
+    a = p.parse_args(['bench', '--part', 'vocab', '--size', 'test', '--vocab', '4096', '-n', '6', '--budgets', '512', '--json', str(out)])
+    a.fn(a)
+    r = json.loads(out.read_text(encoding='utf-8'))
+    by = {x['part']: x for x in r['runs']}
+    assert {k: v['loss_path'] for k, v in by.items()} == {'plain': 'plain', 'chunked': 'chunked', 'trl': 'trl'}
+    assert by['plain']['trained_tokens'] == by['chunked']['trained_tokens'] == by['trl']['trained_tokens']
+    assert r['setup']['vocab'] == 4096 and {'rss_vs_trl_512', 'rss_vs_plain_512', 'time_vs_plain_512'} <= set(r)
+    assert 'chunked at 512 tokens a batch' in capsys.readouterr().out
