@@ -10,6 +10,7 @@ from pathlib import Path
 from importlib.resources import files
 
 import torch
+from tokenizers import normalizers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from .tiny import chat_texts, built_once, cache_dir, read_sample_chats, train_sentencepiece, tokenizer_from_sentencepiece, train_tokenizer
@@ -34,6 +35,7 @@ class Family:
     unk: str|None = None
     add_bos: bool = False  # the tokenizer puts BOS first in `tokenizer(text)`
     dummy_prefix: bool = True  # SentencePiece kind: `tokenizer.model` prepends `▁` to a text (Llama 2, Mistral, Phi-3; not Gemma)
+    legacy: bool = False   # SentencePiece kind: `▁` before every text between special tokens too, as Phi-3's tokenizer.json does
     config: dict = field(default_factory=dict)  # the family's config fields that matter (tied, softcapping, experts, multipliers)
     notes: str = ''        # what is special about it
 
@@ -58,17 +60,17 @@ FAMILIES = {
     'gemma2': Family('gemma2', 'gemma-2-2b/9b/27b-it; gemma-2-2b-jpn-it', 'sentencepiece', 'gemma2',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
         bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
-        config=dict(tie_word_embeddings=True, query_pre_attn_scalar=16, sliding_window=64, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+        config=dict(tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256, sliding_window=64, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
         notes='the template refuses a system turn; `<end_of_turn>` ends a turn, EOS is `<eos>`; logit softcapping; tied'),
     'gemma3': Family('gemma3_text', 'gemma-3-1b-it (text); the text part of gemma-3-4b/12b/27b-it', 'sentencepiece', 'gemma3',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
         bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
-        config=dict(tie_word_embeddings=True, query_pre_attn_scalar=16, sliding_window=64),
+        config=dict(tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256, sliding_window=64),
         notes='the template folds a system turn into the first user turn; tied'),
     'phi3': Family('phi3', 'Phi-3-mini-4k/128k-instruct, Phi-3.5-mini-instruct', 'sentencepiece', 'phi3',
         ['<unk>', '<s>', '</s>', '<|endoftext|>', '<|assistant|>', '<|placeholder1|>', '<|placeholder2|>', '<|system|>',
          '<|end|>', '<|user|>'], eos='<|endoftext|>', stop=['<|endoftext|>', '<|assistant|>', '<|end|>'], bos='<s>',
-        pad='<|endoftext|>', unk='<unk>', config=dict(tie_word_embeddings=False, pad_token_id=None),
+        pad='<|endoftext|>', unk='<unk>', legacy=True, config=dict(tie_word_embeddings=False, pad_token_id=None),
         notes='fused `qkv_proj` / `gate_up_proj`; pad = EOS; `<|end|>` ends a turn'),
     'mistral': Family('mistral', 'Mistral-7B-Instruct-v0.3', 'sentencepiece', 'mistral_v0_3',
         ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
@@ -120,8 +122,12 @@ def family_tokenizer(family:str, vocab_size:int=1024,
     "A fast tokenizer with `family`'s special tokens, conventions and chat template, trained on the bundled chats."
     f = FAMILIES[family]
     if f.kind == 'sentencepiece':
-        return tokenizer_from_sentencepiece(sp or family_sentencepiece(family), f.special, template_text(f.template), f.add_bos,
-                                            f.dummy_prefix, eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
+        tok = tokenizer_from_sentencepiece(sp or family_sentencepiece(family), f.special, template_text(f.template), f.add_bos,
+                                           f.dummy_prefix, eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
+        if f.legacy:   # the prefix from a normalizer, which sees each text between special tokens (what llama.cpp does too)
+            tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')])
+            tok.backend_tokenizer.pre_tokenizer = None
+        return tok
     return train_tokenizer(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, kind=f.kind,
                            chat_template=template_text(f.template), add_bos=f.add_bos,
                            eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
