@@ -10,13 +10,14 @@ from pathlib import Path
 from importlib.resources import files
 
 import torch
+from tokenizers import normalizers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-from .tiny import chat_texts, built_once, cache_dir, read_sample_chats, train_tokenizer
+from .tiny import chat_texts, built_once, cache_dir, read_sample_chats, train_sentencepiece, tokenizer_from_sentencepiece, train_tokenizer
 
 # %% auto #0
-__all__ = ['SMALL', 'FAMILIES', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text', 'family_tokenizer', 'make_replica',
-           'replica_dir', 'support_table']
+__all__ = ['SMALL', 'FAMILIES', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text', 'family_sentencepiece',
+           'family_tokenizer', 'make_replica', 'replica_dir', 'support_table']
 
 # %% ../nbs/08_families.ipynb #96cebdec
 @dataclass
@@ -33,6 +34,8 @@ class Family:
     pad: str|None = None
     unk: str|None = None
     add_bos: bool = False  # the tokenizer puts BOS first in `tokenizer(text)`
+    dummy_prefix: bool = True  # SentencePiece kind: `tokenizer.model` prepends `▁` to a text (Llama 2, Mistral, Phi-3; not Gemma)
+    legacy: bool = False   # SentencePiece kind: `▁` before every text between special tokens too, as Phi-3's tokenizer.json does
     config: dict = field(default_factory=dict)  # the family's config fields that matter (tied, softcapping, experts, multipliers)
     notes: str = ''        # what is special about it
 
@@ -56,18 +59,18 @@ FAMILIES = {
         notes='thinking template: past replies lose their `<think>` blocks (not prefix-stable)'),
     'gemma2': Family('gemma2', 'gemma-2-2b/9b/27b-it; gemma-2-2b-jpn-it', 'sentencepiece', 'gemma2',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
-        bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True,
-        config=dict(tie_word_embeddings=True, query_pre_attn_scalar=16, sliding_window=64, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+        bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
+        config=dict(tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256, sliding_window=64, attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
         notes='the template refuses a system turn; `<end_of_turn>` ends a turn, EOS is `<eos>`; logit softcapping; tied'),
     'gemma3': Family('gemma3_text', 'gemma-3-1b-it (text); the text part of gemma-3-4b/12b/27b-it', 'sentencepiece', 'gemma3',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
-        bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True,
-        config=dict(tie_word_embeddings=True, query_pre_attn_scalar=16, sliding_window=64),
+        bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
+        config=dict(tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256, sliding_window=64),
         notes='the template folds a system turn into the first user turn; tied'),
     'phi3': Family('phi3', 'Phi-3-mini-4k/128k-instruct, Phi-3.5-mini-instruct', 'sentencepiece', 'phi3',
         ['<unk>', '<s>', '</s>', '<|endoftext|>', '<|assistant|>', '<|placeholder1|>', '<|placeholder2|>', '<|system|>',
          '<|end|>', '<|user|>'], eos='<|endoftext|>', stop=['<|endoftext|>', '<|assistant|>', '<|end|>'], bos='<s>',
-        pad='<|endoftext|>', unk='<unk>', config=dict(tie_word_embeddings=False, pad_token_id=None),
+        pad='<|endoftext|>', unk='<unk>', legacy=True, config=dict(tie_word_embeddings=False, pad_token_id=None),
         notes='fused `qkv_proj` / `gate_up_proj`; pad = EOS; `<|end|>` ends a turn'),
     'mistral': Family('mistral', 'Mistral-7B-Instruct-v0.3', 'sentencepiece', 'mistral_v0_3',
         ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
@@ -106,9 +109,25 @@ def template_text(name:str)->str:
     "A chat template shipped in `qlora_nb/assets/chat_templates`."
     return (Path(str(files('qlora_nb')/'assets'/'chat_templates'))/f'{name}.jinja').read_text(encoding='utf-8')
 
-def family_tokenizer(family:str, vocab_size:int=1024):
+def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
+    "The `tokenizer.model` of a SentencePiece-kind `family`, trained on the bundled chats (None for a byte-level BPE family)."
+    f = FAMILIES[family]
+    if f.kind != 'sentencepiece': return None
+    return train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk,
+                               add_dummy_prefix=f.dummy_prefix)
+
+def family_tokenizer(family:str, vocab_size:int=1024,
+                     sp:bytes|None=None, # a SentencePiece-kind family's `tokenizer.model` (default: `family_sentencepiece`)
+                    ):
     "A fast tokenizer with `family`'s special tokens, conventions and chat template, trained on the bundled chats."
     f = FAMILIES[family]
+    if f.kind == 'sentencepiece':
+        tok = tokenizer_from_sentencepiece(sp or family_sentencepiece(family), f.special, template_text(f.template), f.add_bos,
+                                           f.dummy_prefix, eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
+        if f.legacy:   # the prefix from a normalizer, which sees each text between special tokens (what llama.cpp does too)
+            tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')])
+            tok.backend_tokenizer.pre_tokenizer = None
+        return tok
     return train_tokenizer(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, kind=f.kind,
                            chat_template=template_text(f.template), add_bos=f.add_bos,
                            eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
@@ -126,7 +145,8 @@ def make_replica(family:str, # a key of `FAMILIES`
                  seed:int=0)->Path:
     "Build a tiny random-init replica of `family` into `out_dir`: model, generation config with the family's EOS ids, tokenizer."
     f, out = FAMILIES[family], Path(out_dir)
-    tok = family_tokenizer(family)
+    sp = family_sentencepiece(family)
+    tok = family_tokenizer(family, sp=sp)
     cfg = _model_config(f, tok)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(torch.bfloat16)
@@ -136,10 +156,11 @@ def make_replica(family:str, # a key of `FAMILIES`
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    if sp: (out/'tokenizer.model').write_bytes(sp)   # llama.cpp's converter reads it, as it does a real model's
     return out
 
 # %% ../nbs/08_families.ipynb #0567abe3
-REPLICA_VERSION = 2
+REPLICA_VERSION = 3  # 3: SentencePiece-kind replicas trained by SentencePiece, with tokenizer.model
 
 def replica_dir(family:str)->Path:
     "The replica of `family` in the cache, built on first use."

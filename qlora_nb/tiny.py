@@ -53,28 +53,39 @@ def chat_texts(chats, # chat records, as `read_sample_chats` gives
 
 def train_sentencepiece(texts, # an iterable of strings to learn the merges from
                         vocab_size:int=2048, # total vocabulary, special tokens and the 256 bytes included
+                        special_tokens:list[str]=SPECIAL_TOKENS, # control symbols, ids 0, 1, … in this order
+                        unk_token:str='<unk>', # SentencePiece's unknown piece: at its place in `special_tokens`, else right after them
+                        add_dummy_prefix:bool=False, # prepend `▁` to a text, as Llama 2's, Mistral's and Phi-3's models do
                        )->bytes:
     "A serialized SentencePiece BPE model (`tokenizer.model`) learnt from `texts`: byte fallback, text kept as written."
     import io
     buf = io.BytesIO()
+    unk_id = special_tokens.index(unk_token) if unk_token in special_tokens else len(special_tokens)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, model_type='bpe', vocab_size=vocab_size,
         byte_fallback=True, character_coverage=1.0, split_digits=True, normalization_rule_name='identity',
-        add_dummy_prefix=False, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-        control_symbols=SPECIAL_TOKENS, unk_id=len(SPECIAL_TOKENS), bos_id=-1, eos_id=-1, pad_id=-1,
-        num_threads=1, max_sentence_length=1 << 16, minloglevel=2)
+        add_dummy_prefix=add_dummy_prefix, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        control_symbols=[t for t in special_tokens if t != unk_token], unk_id=unk_id, bos_id=-1, eos_id=-1, pad_id=-1,
+        num_threads=1, max_sentence_length=1 << 16, minloglevel=2, **({} if unk_token == '<unk>' else dict(unk_piece=unk_token)))
     return buf.getvalue()
 
 def tokenizer_from_sentencepiece(model:bytes, # a serialized SentencePiece BPE model
+                                 special_tokens:list[str]=SPECIAL_TOKENS, # its control symbols
+                                 chat_template:str=CHAT_TEMPLATE, # the Jinja chat template
+                                 add_bos:bool=False, # whether `tokenizer(text)` puts BOS first
+                                 add_prefix_space:bool=False, # as the model's `add_dummy_prefix`
+                                 **tokens, # `eos_token`, `pad_token`, `unk_token`, `bos_token` (None: absent); default: ChatML's, unk `<unk>`
                                 )->PreTrainedTokenizerFast:
-    "The fast twin of a SentencePiece BPE model, with the ChatML template, EOS = `<|im_end|>`, pad `<|pad|>`, no BOS."
+    "The fast twin of a SentencePiece BPE model; by default with the ChatML template, EOS = `<|im_end|>`, pad `<|pad|>`, no BOS."
+    tokens = {**CHATML_TOKENS, 'unk_token': '<unk>', **tokens}
     with tempfile.TemporaryDirectory() as d:
         (Path(d)/'tokenizer.model').write_bytes(model)
         kw = SentencePieceExtractor(str(Path(d)/'tokenizer.model')).extract(None)
-    fast = LlamaTokenizer(vocab=kw['vocab'], merges=kw['merges'], add_prefix_space=False, legacy=False,
-                          unk_token='<unk>', bos_token=None, eos_token='<|im_end|>', pad_token='<|pad|>',
-                          additional_special_tokens=SPECIAL_TOKENS[:2], model_max_length=2048, padding_side='right')
-    fast.chat_template = CHAT_TEMPLATE
+    named = {v for v in tokens.values() if v}
+    bos = dict(add_bos_token=add_bos, add_eos_token=False) if tokens['bos_token'] else {}
+    fast = LlamaTokenizer(vocab=kw['vocab'], merges=kw['merges'], add_prefix_space=add_prefix_space, legacy=False, **tokens, **bos,
+                          additional_special_tokens=[t for t in special_tokens if t not in named], model_max_length=2048, padding_side='right')
+    fast.chat_template = chat_template
     return fast
 
 def _byte_fallback(tok:Tokenizer, n_special:int)->Tokenizer:

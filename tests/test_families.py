@@ -1,4 +1,5 @@
-"""The family matrix: every replica of `qlora_nb.families` masked, trained, stopped, merged and loaded with plain peft.
+"""The family matrix: every replica of `qlora_nb.families` masked, trained, stopped, merged, loaded with plain peft and exported to GGUF
+(read back with transformers' GGUF loader, or the reason it cannot be).
 
 Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
 import json, os, re, subprocess, sys, time
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest, torch
 from conftest import REPO, qlora_nb
 
-from qlora_nb.families import FAMILIES, replica_dir
+from qlora_nb.families import COLUMNS, FAMILIES, replica_dir
 
 RESULTS, TRAINED = {}, {}
 CHAT = [{'role': 'system', 'content': 'あなたは簡潔に答えるアシスタントです。'},
@@ -38,7 +39,7 @@ def root(tmp_path_factory): return tmp_path_factory.mktemp('families')
 @pytest.fixture(scope='module', autouse=True)
 def write_results():
     yield
-    if set(RESULTS) == set(FAMILIES) and all(len(r) >= 5 for r in RESULTS.values()):
+    if set(RESULTS) == set(FAMILIES) and all(set(COLUMNS) <= set(r) for r in RESULTS.values()):
         out = {'note': 'written by tests/test_families.py; rendered by tools/support_table.py', 'families': RESULTS}
         (REPO/'nbs'/'family_matrix.json').write_text(json.dumps(out, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
 
@@ -117,12 +118,53 @@ def test_stop_and_merge(family, root, tmp_path):
         ref, got = model(**batch).logits[0], merged(**batch).logits[0]
         with model.disable_adapter(): base = model(**batch).logits[0]
     d, d_adapter = rel_l2(ref, got), rel_l2(ref, base)
+    record(family, merge=bool(d < 5e-2 and d_adapter > 1e-3), merge_rel_l2=float(f'{d:.0e}'), adapter_rel_l2=round(d_adapter, 1))
     assert d < 5e-2 and d_adapter > 1e-3, (d, d_adapter)
     if merged.config.tie_word_embeddings or FAMILIES[family].config.get('tie_word_embeddings'):
         emb, head = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
         orig = AutoModelForCausalLM.from_pretrained(replica_dir(family), dtype=torch.float32).get_input_embeddings().weight
         assert emb.data_ptr() == head.data_ptr() and torch.equal(emb[:orig.shape[0]], orig)
-    record(family, merge=True, merge_rel_l2=float(f'{d:.0e}'), adapter_rel_l2=round(d_adapter, 1), tied=bool(merged.config.tie_word_embeddings))
+    record(family, tied=bool(merged.config.tie_word_embeddings))
+
+def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
+    "The support table's short reason for a family the converter refuses."
+    if 'BPE pre-tokenizer' not in e: why = e.split(': ', 1)[-1][:100]
+    elif FAMILIES[family].kind == 'byte_bpe': why = "refused: a byte-level BPE replica has no pre-tokenizer hash llama.cpp's converter lists"
+    else: why = f"refused: llama.cpp's {gguf_arch} converter takes only byte-level BPE, known by hash"
+    return why + ('' if reader else f"; transformers cannot read {gguf_arch} back")
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_export(family, root, tmp_path):
+    "The trained adapter exported to GGUF and read back with transformers' GGUF loader, or the reason it cannot be."
+    from transformers import AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    from qlora_nb.config import ConfigError
+    from qlora_nb.data import fold_system
+    from qlora_nb.export import _gguf_arch, check_convertible, export_gguf, families_table, model_config
+    from qlora_nb.infer import merge_adapter
+    from test_export import assert_round_trip
+    adapter, _ = trained(family, root)
+    base, tok = replica_dir(family), AutoTokenizer.from_pretrained(adapter)
+    g = _gguf_arch(model_config(base)['architectures'][0])
+    reader = g in GGUF_SUPPORTED_ARCHITECTURES
+    # 04b_export's families table says the same of the families it lists
+    row = {r['family']: r for r in families_table()}.get({'llama': 'llama3'}.get(family, family))
+    try: check_convertible(base, tok, (adapter, base))
+    except ConfigError as e:
+        assert FAMILIES[family].kind == 'byte_bpe' or family == 'gpt_neox', e   # GPT-NeoX: the converter reads any tokenizer as BPE
+        assert row is None or not row['round_trip_in_tests'], row
+        return record(family, export=export_reason(family, str(e), g, reader))
+    assert FAMILIES[family].kind == 'sentencepiece', family
+    if not reader: return record(family, export=f"converts; transformers' GGUF reader has no {g} architecture to check it")
+    assert row is None or row['round_trip_in_tests'], row
+    outtype = 'q8_0' if family == 'mistral' else 'f32'
+    # named model.gguf: transformers' GGUF reader takes a llama-architecture file whose general.name (the file's stem) contains
+    # "mistral" for a Mistral model, then has no tensor map for it
+    r = export_gguf(adapter, tmp_path/'gguf'/'model.gguf', outtype=outtype)
+    merged = merge_adapter(adapter, tmp_path/'merged', dtype='float32')
+    try: x = assert_round_trip(merged, r['output'], fold_system(CHAT, tok))
+    except AssertionError: record(family, export=False); raise
+    record(family, export=True, export_outtype=outtype, export_rel_l2=float(f"{x['rel_l2']:.0e}"))
 
 PLAIN = '''
 import json, sys, torch
@@ -147,7 +189,7 @@ def test_plain_peft(root, env):
                        timeout=300, cwd=root)
     assert p.returncode == 0, p.stderr[-3000:]
     ok = json.loads(p.stdout.strip().splitlines()[-1])
-    for f, v in ok.items(): record(f, **{'plain peft': v, 'export': 'see export'})
+    for f, v in ok.items(): record(f, **{'plain peft': v})
     assert all(ok.values()), ok
 
 def test_cli_train_and_inspect(tmp_path, env):
