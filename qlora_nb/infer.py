@@ -65,12 +65,15 @@ def chat_loop(model, tokenizer, system:str|None=None, max_new_tokens:int=256, in
         history = msgs[1 if system else 0:] + [{'role': 'assistant', 'content': reply}]
 
 # %% ../nbs/04_infer.ipynb #b035b5ea
-def conv1d_layout(sd:dict, model)->dict:
-    "`sd` with the weights of `model`'s Conv1D layers (GPT-2) transposed back: bitsandbytes quantizes them as `Linear4bit`, [out, in]."
+def conv1d_layout(sd:dict, # state dict whose `quantized` weights were dequantized from `Linear4bit` layers, [out, in]
+                  model, # the plain model `sd` is loaded into
+                  quantized:set, # keys of `sd` dequantized from 4-bit layers
+                 )->dict:
+    "`sd` with the weights of `model`'s Conv1D layers (GPT-2) back in Conv1D's [in, out] layout: bitsandbytes quantizes them as `Linear4bit`, [out, in]."
     from transformers.pytorch_utils import Conv1D
     for name, mod in model.named_modules():
-        k = f'{name}.weight'
-        if isinstance(mod, Conv1D) and k in sd and sd[k].shape != mod.weight.shape: sd[k] = sd[k].T.contiguous()
+        k = f'{name}.weight'   # square layers (attention's c_proj) need it as much as the others: the shape can't tell
+        if isinstance(mod, Conv1D) and k in quantized: sd[k] = sd[k].T.contiguous()
     return sd
 
 def dequantized_base(cfg:dict, tokenizer=None):
@@ -81,6 +84,7 @@ def dequantized_base(cfg:dict, tokenizer=None):
     sd = {}
     for name, mod in q.named_modules():
         if isinstance(mod, bnb.nn.Linear4bit): sd[f'{name}.weight'] = dequantize_4bit(mod.weight.data, mod.weight.quant_state).float().cpu()
+    quantized = set(sd)
     for name, p in q.named_parameters():
         if name not in sd and not isinstance(p, bnb.nn.Params4bit): sd[name] = p.detach().float().cpu()
     conf = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
@@ -89,7 +93,7 @@ def dequantized_base(cfg:dict, tokenizer=None):
     m = AutoModelForCausalLM.from_config(conf, dtype=torch.float32, trust_remote_code=cfg.get('trust_remote_code', False))
     n = q.get_input_embeddings().weight.shape[0]
     if m.get_input_embeddings().weight.shape[0] != n: m.resize_token_embeddings(n)
-    missing, unexpected = m.load_state_dict(conv1d_layout(sd, m), strict=False)
+    missing, unexpected = m.load_state_dict(conv1d_layout(sd, m, quantized), strict=False)
     tied = {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}  # loaded with their source
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
