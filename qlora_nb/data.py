@@ -79,6 +79,7 @@ class _Window:
         if self.fed == 0 and b.startswith(codecs.BOM_UTF8): b, self.fed = b[3:], 3
         try: s = self.dec.decode(b, final=self.eof)
         except UnicodeDecodeError as e: raise _BadByte(self.fed - (len(e.object) - len(b)) + e.start) from None
+        self.consume(self.i)  # drop what was read, once per chunk
         self.fed, self.buf = self.fed + len(b), self.buf + s
         return True
 
@@ -95,11 +96,10 @@ class _Window:
 
     def consume(self, j:int):
         "Drop `buf[:j]`, keeping count of the line and column where the window starts."
-        self.line, self.col = self.where(j)
-        self.buf, self.i = self.buf[j:], 0
+        if j: self.line, self.col, self.buf, self.i = *self.where(j), self.buf[j:], self.i - j
 
 # %% ../nbs/01_data.ipynb #d2e4f6a8
-def _json_records(p:Path, size:int=1<<20):
+def _json_records(p:Path, size:int=1<<18):
     "`(where, record, None)` per element of a JSON array file, read incrementally; `(where, None, sentence)` for what cannot be read."
     dec = json.JSONDecoder()
     with open(p, 'rb') as f:
@@ -116,14 +116,14 @@ def _json_records(p:Path, size:int=1<<20):
                 except json.JSONDecodeError as e: yield bad(e.pos, e.msg); return
                 yield str(p), None, (f"{p}: expected a JSON array of chat records, found {type(v).__name__}; wrap the records "
                                      "in [ ] (or use .jsonl, one record a line)."); return
-            w.consume(w.i + 1)
+            w.i += 1
             k = 0
             while True:
                 c = w.peek()
                 if c == ']': break
                 if k:
                     if c != ',': yield bad(w.i, "Expecting ',' delimiter"); return
-                    w.consume(w.i + 1); w.peek()
+                    w.i += 1; w.peek()
                 grow = size
                 while True:  # decode one element, reading more while it runs past the window
                     try:
@@ -135,8 +135,8 @@ def _json_records(p:Path, size:int=1<<20):
                     w.more(grow); grow *= 2
                 yield f'{p}, record {k}', v, None
                 k += 1
-                w.consume(j)
-            w.consume(w.i + 1)
+                w.i = j
+            w.i += 1
             if w.peek(): yield bad(w.i, 'Extra data')
         except _BadByte as e: yield str(p), None, f"{p}: byte {e.args[0]} is not UTF-8; save the file as UTF-8."
 
@@ -420,20 +420,24 @@ def data_num_proc(setting, # `data.num_proc` of a config: 'auto' or a number of 
 
 # %% ../nbs/01_data.ipynb #d8e9f0a1
 def _run_parts(src, n:int, rows_fn, num_proc:int, out_dir:Path|None)->tuple[list, dict]:
-    "Tokenize the `n` rows of `src` in `num_proc` forked processes (or in this one), each on a contiguous share; files (or batches) in row order, and the summed counts."
+    "Tokenize the `n` rows of `src` in `num_proc` processes (this one and forked ones), each on a contiguous share; files (or batches) in row order, and the summed counts."
     cuts = [n * k // num_proc for k in range(num_proc + 1)]
     outs = [None if out_dir is None else out_dir/f'rows-{k:05d}-of-{num_proc:05d}.arrow' for k in range(num_proc)]
     if num_proc == 1:
         kept, stats = _tokenize_part(src, 0, n, rows_fn, outs[0])
         return (kept if out_dir is None else outs), stats
-    import multiprocessing as mp
+    import gc, multiprocessing as mp, sys
+    def work(k):
+        _, st = _tokenize_part(src, cuts[k], cuts[k+1], rows_fn, outs[k])
+        outs[k].with_suffix('.json').write_text(json.dumps(st))
     ctx, procs = mp.get_context('fork'), []  # forked workers inherit the tokenizer: nothing to pickle
-    for k in range(num_proc):
-        def work(k=k):
-            _, st = _tokenize_part(src, cuts[k], cuts[k+1], rows_fn, outs[k])
-            outs[k].with_suffix('.json').write_text(json.dumps(st))
-        procs.append(ctx.Process(target=work, daemon=True)); procs[-1].start()
-    for q in procs: q.join()
+    sys.stdout.flush(); sys.stderr.flush()
+    gc.freeze()  # the collector would touch, and so copy into each worker, every object of this process
+    try:
+        for k in range(1, num_proc): procs.append(ctx.Process(target=work, args=(k,), daemon=True)); procs[-1].start()
+        work(0)  # this process takes the first share
+        for q in procs: q.join()
+    finally: gc.unfreeze()
     if any(q.exitcode for q in procs): raise RuntimeError(f"a tokenizing process failed (exit codes {[q.exitcode for q in procs]}); see its error above.")
     stats = dict.fromkeys(STATS, 0)
     for o in outs:
