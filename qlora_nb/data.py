@@ -147,7 +147,8 @@ def read_records(p:Path, # a .json (one array) or .jsonl (one record a line) fil
     return _jsonl_records(p) if p.suffix == '.jsonl' else _json_records(p)
 
 # %% ../nbs/01_data.ipynb #ee719fac
-def record_problems(rec)->list[str]:
+def record_problems(rec, # one decoded JSON record
+                   )->list[str]:
     "What is wrong with one chat record, each as a phrase naming the field; empty when it is fine."
     if not isinstance(rec, dict): return [f"the record is {type(rec).__name__}, not an object with 'messages'"]
     if 'messages' not in rec: return [f"no 'messages' field (found: {', '.join(map(repr, rec)) or 'nothing'})"]
@@ -472,7 +473,8 @@ def tokenize_chats(ds:Dataset, # a `messages` column, as `load_chats` gives
     return _dataset(parts), stats
 
 # %% ../nbs/01_data.ipynb #f0a1b2c3
-def tokenizer_fingerprint(tokenizer)->str:
+def tokenizer_fingerprint(tokenizer, # a fast or slow tokenizer
+                         )->str:
     "A hash of everything about `tokenizer` that its token ids depend on: its serialization (or vocabulary), chat template and special tokens."
     bk = getattr(tokenizer, 'backend_tokenizer', None)
     body = bk.to_str() if bk is not None else json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
@@ -568,7 +570,9 @@ def build_datasets(cfg:dict, # a resolved config
     return _datasets(cfg, tokenizer, log)[:2]
 
 # %% ../nbs/01_data.ipynb #5abe4282
-def collator(cfg:dict, tokenizer):
+def collator(cfg:dict, # a resolved config
+             tokenizer, # the run's tokenizer (its pad id pads the batches)
+            ):
     "The data collator of a resolved config: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
     if cfg['data']['format'] == 'seed':
         from transformers import DataCollatorForLanguageModeling
@@ -593,12 +597,15 @@ class TokenBudgetBatchSampler:
         return iter(b)
 
 # %% ../nbs/01_data.ipynb #0261a894
-def token_budget(cfg:dict)->int|None:
+def token_budget(cfg:dict, # a resolved config
+                )->int|None:
     "Padded tokens a training batch may hold under a config's token budget; None when batches count rows (and on the seed's path)."
     return cfg['data']['max_tokens_per_batch'] if cfg['data']['format'] != 'seed' else None
 
 # %% ../nbs/01_data.ipynb #6d748b4f
-def marked(row:dict, tokenizer)->str:
+def marked(row:dict, # a tokenized row: `input_ids` and `labels`
+           tokenizer, # the tokenizer that made it
+          )->str:
     "A tokenized row as text, its trained tokens inside `[[ ]]`."
     out, cur = [], []
     for t, l in zip(row['input_ids'], row['labels']):
