@@ -15,13 +15,13 @@ from datasets import Dataset, Features, List, Value, concatenate_datasets
 from .config import ConfigError
 
 # %% auto #0
-__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'TOKENIZED_FEATURES', 'STATS', 'MIN_ROWS_PER_PROC',
-           'DataError', 'read_records', 'record_problems', 'scan_chats', 'data_fingerprint', 'load_chats', 'check_data',
-           'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn', 'TemplateFacts', 'template_facts',
-           'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids', 'cpu_count', 'data_num_proc',
-           'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats', 'PadCollator', 'PackCollator',
-           'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget', 'marked', 'inspect_report',
-           'p_eos_after_reply', 'padding_per_epoch']
+__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'TOKENIZED_FEATURES', 'STATS',
+           'MIN_ROWS_PER_PROC', 'DataError', 'read_records', 'record_problems', 'scan_chats', 'data_fingerprint',
+           'load_chats', 'check_data', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
+           'TemplateFacts', 'template_facts', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
+           'cpu_count', 'data_num_proc', 'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats',
+           'PadCollator', 'PackCollator', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
+           'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -186,7 +186,18 @@ def _problems_error(count:int, first:list[str])->DataError:
 
 # %% ../nbs/01_data.ipynb #f0e1d2c3
 CHATS_FEATURES = Features({'messages': List({'role': Value('string'), 'content': Value('string')})})
-BATCH_ROWS = 1000  # rows per Arrow record batch: the unit read, tokenized and written at a time
+BATCH_ROWS = 1000  # rows read and tokenized at a time
+WRITE_BYTES = 16 * 2**20  # bytes per Arrow record batch written: few batches, so memory-mapping a file touches little of it
+
+class _Writer:
+    "An Arrow stream file written in record batches of about `WRITE_BYTES`, gathered from smaller ones."
+    def __init__(self, path, schema:pa.Schema): self.w, self.buf, self.n = pa.ipc.new_stream(str(path), schema), [], 0
+    def write(self, rb:pa.RecordBatch):
+        self.buf.append(rb); self.n += rb.nbytes
+        if self.n >= WRITE_BYTES: self.flush()
+    def flush(self):
+        if self.buf: self.w.write_batch(pa.concat_batches(self.buf)); self.buf, self.n = [], 0
+    def close(self): self.flush(); self.w.close()
 
 def data_fingerprint(paths:list[Path], # data files, as `_data_paths` gives them
                     )->str:
@@ -201,12 +212,14 @@ def _write_chats(paths:list[Path], out:Path)->int:
     "Check every record of `paths` and write the valid ones to the Arrow file `out` in the same pass; raise `DataError` listing the problems."
     tmp, sch, rows = out.with_name(f'{out.name}.{os.getpid()}.tmp'), CHATS_FEATURES.arrow_schema, []
     out.parent.mkdir(parents=True, exist_ok=True)
-    with pa.ipc.new_stream(str(tmp), sch) as w:
-        def keep(msgs):
-            rows.append(msgs)
-            if len(rows) == BATCH_ROWS: w.write_batch(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch)); rows.clear()
+    w = _Writer(tmp, sch)
+    def keep(msgs):
+        rows.append(msgs)
+        if len(rows) == BATCH_ROWS: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch)); rows.clear()
+    try:
         n, count, first = scan_chats(paths, keep)
-        if rows: w.write_batch(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch))
+        if rows: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch))
+    finally: w.close()
     if count: tmp.unlink(); raise _problems_error(count, first)
     os.replace(tmp, out)
     return n
@@ -383,7 +396,7 @@ def _message_batches(src, lo:int, hi:int):
     with pa.OSFile(str(src)) as f:
         for b in pa.ipc.open_stream(f):
             a, z = max(lo - at, 0), min(hi - at, b.num_rows)
-            if z > a: yield b.column('messages').slice(a, z - a).to_pylist()
+            for i in range(a, z, BATCH_ROWS): yield b.column('messages').slice(i, min(BATCH_ROWS, z - i)).to_pylist()
             at += b.num_rows
             if at >= hi: return
 
@@ -396,8 +409,8 @@ def _tokenize_part(src, lo:int, hi:int, rows_fn, out:Path|None)->tuple[list, dic
             if not next(iter(cols.values())): continue
             rb = pa.RecordBatch.from_pydict(cols, schema=_schema(cols))
             if out is None: kept.append(rb); continue
-            w = w or pa.ipc.new_stream(str(out), rb.schema)
-            w.write_batch(rb)
+            w = w or _Writer(out, rb.schema)
+            w.write(rb)
     finally:
         if w: w.close()
     return kept, stats
@@ -426,7 +439,7 @@ def _run_parts(src, n:int, rows_fn, num_proc:int, out_dir:Path|None)->tuple[list
     outs = [None if out_dir is None else out_dir/f'rows-{k:05d}-of-{num_proc:05d}.arrow' for k in range(num_proc)]
     if num_proc == 1:
         kept, stats = _tokenize_part(src, 0, n, rows_fn, outs[0])
-        return (kept if out_dir is None else outs), stats
+        return (kept if out_dir is None else [o for o in outs if o.exists()]), stats
     import gc, multiprocessing as mp, sys
     def work(k):
         _, st = _tokenize_part(src, cuts[k], cuts[k+1], rows_fn, outs[k])
@@ -446,7 +459,8 @@ def _run_parts(src, n:int, rows_fn, num_proc:int, out_dir:Path|None)->tuple[list
     return [o for o in outs if o.exists()], stats
 
 def _dataset(parts:list)->Dataset:
-    "A Dataset over Arrow files (memory-mapped) or record batches (in memory), in order."
+    "A Dataset over Arrow files (memory-mapped) or record batches (in memory), in order; empty when every row was dropped."
+    if not parts: return Dataset.from_dict({k: [] for k in TOKENIZED_FEATURES}, features=TOKENIZED_FEATURES)
     if parts and isinstance(parts[0], pa.RecordBatch): return Dataset(pa.Table.from_batches(parts))
     dss = [Dataset.from_file(str(p)) for p in parts]
     return concatenate_datasets(dss) if len(dss) > 1 else dss[0]
@@ -523,7 +537,6 @@ def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a li
         stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
         log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
     info = json.loads((final/'info.json').read_text(encoding='utf-8'))
-    if not info['files']: return Dataset.from_dict({k: [] for k in TOKENIZED_FEATURES}, features=TOKENIZED_FEATURES), info['stats']
     return _dataset([final/f for f in info['files']]), info['stats']
 
 # %% ../nbs/01_data.ipynb #08b40064
