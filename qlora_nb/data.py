@@ -187,7 +187,7 @@ def _problems_error(count:int, first:list[str])->DataError:
 # %% ../nbs/01_data.ipynb #f0e1d2c3
 CHATS_FEATURES = Features({'messages': List({'role': Value('string'), 'content': Value('string')})})
 BATCH_ROWS = 1000  # rows read and tokenized at a time
-WRITE_BYTES = 16 * 2**20  # bytes per Arrow record batch written: few batches, so memory-mapping a file touches little of it
+WRITE_BYTES = 8 * 2**20  # bytes per Arrow record batch written: few batches, so memory-mapping a file touches little of it
 
 class _Writer:
     "An Arrow stream file written in record batches of about `WRITE_BYTES`, gathered from smaller ones."
@@ -196,15 +196,21 @@ class _Writer:
         self.buf.append(rb); self.n += rb.nbytes
         if self.n >= WRITE_BYTES: self.flush()
     def flush(self):
-        if self.buf: self.w.write_batch(pa.concat_batches(self.buf)); self.buf, self.n = [], 0
+        if not self.buf: return
+        self.w.write_batch(pa.concat_batches(self.buf)); self.buf, self.n = [], 0
+        pa.default_memory_pool().release_unused()  # Arrow's allocator would keep the freed batches
     def close(self): self.flush(); self.w.close()
 
+# %% ../nbs/01_data.ipynb #2e9dcbe0
 def data_fingerprint(paths:list[Path], # data files, as `_data_paths` gives them
                     )->str:
     "A hash of the data files' bytes and kinds, read in chunks: the identity of the data in cache keys."
     h = hashlib.sha256()
     for p in paths:
-        with open(p, 'rb') as f: h.update(f'{p.suffix}:{hashlib.file_digest(f, "sha256").hexdigest()};'.encode())
+        fh = hashlib.sha256()
+        with open(p, 'rb') as f:
+            while chunk := f.read(1 << 20): fh.update(chunk)
+        h.update(f'{p.suffix}:{fh.hexdigest()};'.encode())
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_data.ipynb #a2187989
@@ -398,6 +404,7 @@ def _message_batches(src, lo:int, hi:int):
             a, z = max(lo - at, 0), min(hi - at, b.num_rows)
             for i in range(a, z, BATCH_ROWS): yield b.column('messages').slice(i, min(BATCH_ROWS, z - i)).to_pylist()
             at += b.num_rows
+            del b; pa.default_memory_pool().release_unused()
             if at >= hi: return
 
 def _tokenize_part(src, lo:int, hi:int, rows_fn, out:Path|None)->tuple[list, dict]:
@@ -423,12 +430,15 @@ def cpu_count()->int:
     "CPU cores this process may run on."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
+# %% ../nbs/01_data.ipynb #cad4384f
 MIN_ROWS_PER_PROC = 2000  # below this a worker process costs more than it saves
 
 def data_num_proc(setting, # `data.num_proc` of a config: 'auto' or a number of processes
                   rows:int, # conversations to tokenize
                  )->int:
-    "Processes to tokenize `rows` conversations with: the cores available under 'auto', never more than the rows keep busy."
+    "Processes to tokenize `rows` conversations with: the cores available under 'auto', never more than the rows keep busy (one without `fork`)."
+    import multiprocessing as mp
+    if 'fork' not in mp.get_all_start_methods(): return 1  # workers are forked (Windows has no fork)
     n = cpu_count() if setting == 'auto' else int(setting)
     return max(1, min(n, rows // MIN_ROWS_PER_PROC))
 
@@ -496,6 +506,7 @@ def tokenizer_fingerprint(tokenizer, # a fast or slow tokenizer
             sorted(tokenizer.get_added_vocab().items()), str(tokenizer.special_tokens_map)]
     return hashlib.sha256((body + json.dumps(meta, ensure_ascii=False, default=str)).encode()).hexdigest()[:24]
 
+# %% ../nbs/01_data.ipynb #eeb5f518
 def _code_version()->str:
     import importlib.util, qlora_nb
     src = Path(importlib.util.find_spec('qlora_nb.data').origin).read_bytes()
@@ -515,6 +526,7 @@ def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a li
                     tokenizer, # the run's tokenizer
                     data:dict, # the `data` section of a resolved config
                     log=print, # called with one line: tokenized now, or found in the cache
+                    facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it (a resolved run)
                    )->tuple[Dataset, dict]:
     "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
     from qlora_nb.tiny import cache_dir
@@ -527,7 +539,7 @@ def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a li
         procs = data_num_proc(data['num_proc'], len(chats))
         tmp = final.with_name(f'{key}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, fmt=data['format'])
+        parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'])
         files = [Path(f['filename']).name for f in parts.cache_files]
         (tmp/'info.json').write_text(json.dumps(dict(files=files, stats=stats, data=[str(p) for p in paths])), encoding='utf-8')
         try: os.replace(tmp, final)
