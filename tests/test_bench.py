@@ -31,3 +31,18 @@ def test_import_bounds_onednn_caches_unless_user_set():
     run = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.split()
     assert run(env) == ['32', '1']
     assert run({**env, 'ONEDNN_PRIMITIVE_CACHE_CAPACITY': '1024', 'LRU_CACHE_CAPACITY': '512'}) == ['1024', '512']
+
+def test_bench_part_data(tmp_path, capsys):
+    "`qlora-nb bench --part data`: qlora_nb cold, cached and TRL on the same conversations, each in its own process."
+    p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
+    out = tmp_path/'data.json'
+    a = p.parse_args(['bench', '--part', 'data', '--sizes', '2500', '--json', str(out)])
+    a.fn(a)
+    r = json.loads(out.read_text(encoding='utf-8'))
+    by = {x['kind']: x for x in r['runs']}
+    assert set(by) == {'ours', 'cached', 'trl'} and all(x['conversations'] == 2500 for x in r['runs'])
+    assert by['ours']['rows'] == by['cached']['rows'] == by['trl']['rows'] == 2500   # nothing dropped: every conversation fits
+    assert by['ours']['said'][0].startswith('Tokenized 2,500') and 'nothing to tokenize' in by['cached']['said'][0]
+    assert all(x['peak_pss_mb'] > 100 for x in r['runs'])
+    assert {'speedup_vs_trl_2500', 'pss_vs_trl_2500', 'cached_speedup_2500'} <= set(r['summary'])
+    assert 'TRL SFTTrainer' in capsys.readouterr().out
