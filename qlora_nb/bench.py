@@ -411,7 +411,7 @@ def bench_data(sizes=DATA_SIZES, # numbers of conversations
     return dict(runs=runs, summary=summarize_data(runs))
 
 def summarize_data(runs:list[dict])->dict:
-    "Ratios per size: throughput and peak PSS of qlora_nb against TRL, the cached rerun's speed-up, and PSS at the largest size against the smallest."
+    "Ratios per size: throughput and peak memory of qlora_nb against TRL, the cached rerun's speed-up, and peak memory at the largest size against the smallest."
     by = {(r['kind'], r['conversations']): r for r in runs}
     out = {}
     for (k, n), r in by.items():
@@ -422,7 +422,8 @@ def summarize_data(runs:list[dict])->dict:
             out[f'rss_vs_trl_{n}'] = r['peak_rss_mb'] / by['trl', n]['peak_rss_mb']
         if ('cached', n) in by: out[f'cached_speedup_{n}'] = by['cached', n]['conv_s'] / r['conv_s']
     ns = sorted(n for k, n in by if k == 'ours')
-    if len(ns) > 1: out['pss_growth'] = by['ours', ns[-1]]['peak_pss_mb'] / by['ours', ns[0]]['peak_pss_mb']
+    if len(ns) > 1:
+        for m in ('pss', 'rss'): out[f'{m}_growth'] = by['ours', ns[-1]][f'peak_{m}_mb'] / by['ours', ns[0]][f'peak_{m}_mb']
     return out
 
 # %% ../nbs/90_benchmark.ipynb #bb04c275
