@@ -8,10 +8,12 @@ import argparse, json, math, os, random, resource, subprocess, sys, tempfile, ti
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'REAL_SIZES', 'VOCAB', 'VOCAB_N', 'VOCAB_BUDGETS',
-           'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl', 'run_one', 'run', 'summarize',
-           'nf4_bytes', 'weight_memory', 'bench', 'report_text', 'cmd_bench', 'add_bench_parser', 'memory_arithmetic',
-           'vocab_model_dir', 'summarize_vocab', 'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
+__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'REAL_SIZES', 'VOCAB',
+           'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl',
+           'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text', 'cmd_bench',
+           'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data', 'summarize_data', 'report_data_text',
+           'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab', 'bench_vocab', 'vocab_report_text',
+           'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -50,14 +52,11 @@ def _text(rng, pool, n_tokens:int)->str:
         out.append(s); n += k
     return ' '.join(out)
 
-def make_chats(n:int, # number of conversations
-               tokenizer, # counts tokens, so lengths are in the model's tokens
-               seed:int=0, median:float=100, sigma:float=0.85, max_tokens:int=1000)->list[dict]:
-    "`n` chat records with a log-normal token-length spread (most short, a tail to `max_tokens`), deterministic."
+def _chat_iter(n:int, tokenizer, seed:int=0, median:float=100, sigma:float=0.85, max_tokens:int=1000):
+    "The records of `make_chats`, one at a time."
     rng = random.Random(seed)
     pool = [(s, len(tokenizer(s, add_special_tokens=False)['input_ids'])) for s in _sentences()]
     systems = [s for s, k in pool if k < 30]
-    out = []
     for _ in range(n):
         total = int(min(max_tokens * 0.9, max(24, rng.lognormvariate(math.log(median), sigma))))
         turns = rng.choices([1, 2, 3], weights=[0.75, 0.17, 0.08])[0]
@@ -66,13 +65,19 @@ def make_chats(n:int, # number of conversations
         for _ in range(turns):
             q = max(3, int(per * rng.uniform(0.15, 0.45)))
             msgs += [dict(role='user', content=_text(rng, pool, q)), dict(role='assistant', content=_text(rng, pool, per - q))]
-        out.append(dict(messages=msgs))
-    return out
+        yield dict(messages=msgs)
+
+def make_chats(n:int, # number of conversations
+               tokenizer, # counts tokens, so lengths are in the model's tokens
+               seed:int=0, median:float=100, sigma:float=0.85, max_tokens:int=1000)->list[dict]:
+    "`n` chat records with a log-normal token-length spread (most short, a tail to `max_tokens`), deterministic."
+    return list(_chat_iter(n, tokenizer, seed, median, sigma, max_tokens))
 
 def write_jsonl(records, path)->Path:
-    "Write records as UTF-8 JSONL."
+    "Write records (any iterable) as UTF-8 JSONL, one line at a time."
     p = Path(path)
-    p.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records), encoding='utf-8')
+    with open(p, 'w', encoding='utf-8') as f:
+        for r in records: f.write(json.dumps(r, ensure_ascii=False) + '\n')
     return p
 
 # %% ../nbs/90_benchmark.ipynb #dda89be3
@@ -263,8 +268,12 @@ def report_text(r:dict)->str:
 
 def cmd_bench(a):
     if a.part == 'vocab': return cmd_bench_vocab(a)
-    r = bench(quick=a.quick, device=a.device, size=a.size, n=a.n, paths=a.paths.split(','), targets=a.targets.split(','))
-    print(report_text(r))
+    if a.part == 'data':
+        r = bench_data(sizes=[int(x) for x in a.sizes.split(',')], kinds=a.kinds.split(','), num_proc=a.num_proc)
+        print(report_data_text(r))
+    else:
+        r = bench(quick=a.quick, device=a.device, size=a.size, n=a.n, paths=a.paths.split(','), targets=a.targets.split(','))
+        print(report_text(r))
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1, ensure_ascii=False), encoding='utf-8')
         print(f"JSON: {a.json}")
@@ -279,12 +288,162 @@ def add_bench_parser(sub):
     b.add_argument('-n', type=int, default=None, help='number of conversations')
     b.add_argument('--paths', default='seed,default,trl', help='runs to make, of: ' + ','.join(PATHS))
     b.add_argument('--targets', default='qv,all', help='LoRA settings to compare at, of: ' + ','.join(TARGETS))
-    b.add_argument('--part', choices=['paths', 'vocab'], default='paths',
-                   help='paths: (a), (b), (c) side by side; vocab: the loss at a 152k vocabulary (plain, chunked, TRL)')
+    b.add_argument('--part', choices=['train', 'data', 'vocab'], default='train',
+                   help='train: an epoch of (a), (b), (c); data: data preparation at scale, qlora_nb against TRL; '
+                        'vocab: the loss at a 152k vocabulary (plain, chunked, TRL)')
+    b.add_argument('--sizes', default=','.join(map(str, DATA_SIZES)), help='--part data: numbers of conversations')
+    b.add_argument('--kinds', default=','.join(DATA_KINDS), help='--part data: runs to make, of: ' + ','.join(DATA_KINDS))
+    b.add_argument('--num-proc', default='auto', help="--part data: qlora_nb's data.num_proc")
     b.add_argument('--vocab', type=int, default=152_064, help='vocabulary of the model of --part vocab')
     b.add_argument('--budgets', default='1024,4096', help='tokens a batch to run --part vocab at')
     b.set_defaults(fn=cmd_bench)
     return b
+
+# %% ../nbs/90_benchmark.ipynb #4bc38c83
+def _pids_under(root:int)->list[int]:
+    "`root` and every live process descended from it (read from /proc)."
+    parent = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit(): continue
+        try: parent[int(d)] = int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): pass
+    out, todo = [root], [root]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids; todo += kids
+    return out
+
+def _pss_mb(pid:int)->float:
+    try:
+        for line in open(f'/proc/{pid}/smaps_rollup'):
+            if line.startswith('Pss:'): return int(line.split()[1]) / 1024
+    except OSError: pass
+    return 0.0
+
+class PeakMemory:
+    "Peak over time of the summed PSS of this process and its descendants, sampled by a thread every `every` seconds."
+    def __init__(self, every:float=0.1): self.every, self.peak_mb, self._stop = every, 0.0, None
+
+    def __enter__(self):
+        import threading
+        self._stop = threading.Event()
+        def loop():
+            while not self._stop.is_set():
+                self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in _pids_under(os.getpid())))
+                self._stop.wait(self.every)
+        self._t = threading.Thread(target=loop, daemon=True); self._t.start()
+        return self
+
+    def __exit__(self, *a): self._stop.set(); self._t.join()
+
+# %% ../nbs/90_benchmark.ipynb #c919733e
+DATA_SIZES = (20_000, 200_000, 1_000_000)
+DATA_KINDS = dict(ours='qlora_nb, cold cache', cached='qlora_nb, cached rerun', trl='TRL SFTTrainer')
+
+def prep_one(spec:dict)->dict:
+    "Prepare the data of `spec` in this process — `kind` 'ours'/'cached' (check_data + build_datasets) or 'trl' — and return its figures."
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    import datasets; datasets.disable_progress_bars()
+    from qlora_nb.config import load_config
+    from qlora_nb.model import load_tokenizer
+    cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
+                             f"data.num_proc={spec.get('num_proc', 'auto')}"])
+    tok, said = load_tokenizer(cfg), []
+    with PeakMemory() as pm:
+        t0 = time.perf_counter()
+        if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
+        else:
+            from qlora_nb.data import build_datasets, check_data
+            check_data(cfg['training_data_json_path'])
+            n = len(build_datasets(cfg, tok, log=said.append)[0])
+        s = time.perf_counter() - t0
+    return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
+                children_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, said=said)
+
+def _trl_prepare(spec:dict, cfg:dict, tok):
+    "TRL's preparation of the data file: `load_dataset('json')`, then `SFTTrainer._prepare_dataset` as `SFTTrainer.__init__` calls it."
+    import types
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+    from trl.chat_template_utils import has_generation_markers
+    args = SFTConfig(output_dir=str(Path(spec['out'])/'trl'), assistant_only_loss=True, max_length=cfg['data']['max_length'],
+                     report_to='none', use_cpu=True)
+    assert has_generation_markers(tok.chat_template)  # so SFTTrainer keeps the tokenizer's template (`chat_template=None`)
+    me = types.SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=False)
+    ds = load_dataset('json', data_files={'train': [spec['data']]}, split='train')
+    return SFTTrainer._prepare_dataset(me, ds, tok, args, False, None, 'train')
+
+# %% ../nbs/90_benchmark.ipynb #e3af5862
+def _prep_worker():
+    "Entry point of a data-preparation process: spec (JSON) on stdin, figures (JSON) on the last line of stdout."
+    import warnings; warnings.filterwarnings('ignore')
+    spec = json.loads(sys.stdin.read())
+    print(json.dumps(prep_one(spec)), flush=True)
+
+def run_prep(spec:dict)->dict:
+    "Run `prep_one(spec)` in a fresh Python process with its own caches: qlora_nb's in `spec['cache']`, the datasets library's in `spec['out']`."
+    env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'CUDA_VISIBLE_DEVICES': '',
+           'QLORA_NB_CACHE': str(spec['cache']), 'HF_DATASETS_CACHE': str(Path(spec['out'])/'hf_datasets')}
+    r = subprocess.run([sys.executable, '-c', 'from qlora_nb.bench import _prep_worker; _prep_worker()'],
+                       input=json.dumps(spec, default=str), capture_output=True, text=True, env=env)
+    if r.returncode: raise RuntimeError(f"data preparation {spec['kind']} of {spec['n']} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+# %% ../nbs/90_benchmark.ipynb #fea29926
+def bench_data(sizes=DATA_SIZES, # numbers of conversations
+               kinds=tuple(DATA_KINDS), # of DATA_KINDS; 'cached' reruns 'ours' on its warm cache
+               num_proc='auto', # `data.num_proc` of qlora_nb's runs
+               log=print)->dict:
+    "Data preparation of `sizes` generated conversations: qlora_nb cold, qlora_nb cached and TRL back to back per size; throughput and peak memory each."
+    import shutil
+    from transformers import AutoTokenizer
+    mdir = bench_model_dir('test')
+    tok, runs = AutoTokenizer.from_pretrained(mdir), []
+    log(f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable; load average {os.getloadavg()[0]:.1f} at the start")
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f'qlora-nb-data-{n}-'))
+        try:
+            t0 = time.time()
+            data = write_jsonl(_chat_iter(n, tok), work/'chats.jsonl')
+            log(f"{n:,} conversations: {data.stat().st_size/2**20:.0f} MiB of JSONL written in {time.time()-t0:.0f} s")
+            for k in kinds:
+                spec = dict(kind=k, n=n, data=data, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
+                (work/k).mkdir()
+                r = run_prep(spec)
+                r['load_avg'] = os.getloadavg()[0]
+                runs.append(r)
+                log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB"
+                    f"   RSS {r['peak_rss_mb']:6.0f} MB (workers {r['children_rss_mb']:.0f} MB)")
+        finally: shutil.rmtree(work, ignore_errors=True)
+    return dict(runs=runs, summary=summarize_data(runs))
+
+def summarize_data(runs:list[dict])->dict:
+    "Ratios per size: throughput and peak memory of qlora_nb against TRL, the cached rerun's speed-up, and peak memory at the largest size against the smallest."
+    by = {(r['kind'], r['conversations']): r for r in runs}
+    out = {}
+    for (k, n), r in by.items():
+        if k != 'ours': continue
+        if ('trl', n) in by:
+            out[f'speedup_vs_trl_{n}'] = r['conv_s'] / by['trl', n]['conv_s']
+            out[f'pss_vs_trl_{n}'] = r['peak_pss_mb'] / by['trl', n]['peak_pss_mb']
+            out[f'rss_vs_trl_{n}'] = r['peak_rss_mb'] / by['trl', n]['peak_rss_mb']
+        if ('cached', n) in by: out[f'cached_speedup_{n}'] = by['cached', n]['conv_s'] / r['conv_s']
+    ns = sorted(n for k, n in by if k == 'ours')
+    if len(ns) > 1:
+        for m in ('pss', 'rss'): out[f'{m}_growth'] = by['ours', ns[-1]][f'peak_{m}_mb'] / by['ours', ns[0]][f'peak_{m}_mb']
+    return out
+
+# %% ../nbs/90_benchmark.ipynb #bb04c275
+def report_data_text(r:dict)->str:
+    "The table `qlora-nb bench --part data` prints: one line per size and kind, then the ratios."
+    rows = [f"{'conversations':>13} {'run':24} {'s':>8} {'conv/s':>9} {'peak PSS MB':>12} {'RSS MB':>8}"]
+    for x in r['runs']:
+        rows.append(f"{x['conversations']:>13,} {DATA_KINDS[x['kind']]:24} {x['seconds']:8.1f} {x['conv_s']:9,.0f} {x['peak_pss_mb']:12.0f} {x['peak_rss_mb']:8.0f}")
+    rows += [f"{k}: {v:.2f}" for k, v in r['summary'].items()]
+    return '\n'.join(rows)
 
 # %% ../nbs/90_benchmark.ipynb #b066f209
 REAL_SIZES = {

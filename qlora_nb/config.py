@@ -6,13 +6,16 @@
 from __future__ import annotations
 import dataclasses, difflib, inspect, types, typing, enum
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 import yaml
 
 # %% auto #0
-__all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'TOP_DEFAULTS', 'SECTIONS', 'OWN_FIELDS', 'CONFIG_NAME', 'section_fields',
-           'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'load_config', 'dump_config',
-           'save_config']
+__all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'CONFIG_NAME',
+           'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'key_spec',
+           'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'own_defaults',
+           'load_config', 'dump_config', 'save_config', 'config_reference']
 
 # %% ../nbs/00_config.ipynb #29dfb24f
 SEED_PRESET = dict(
@@ -39,21 +42,94 @@ DEFAULT_PRESET = dict(
 
 PRESETS = {'default': DEFAULT_PRESET, 'seed': SEED_PRESET}
 
+# %% ../nbs/00_config.ipynb #0a1b2c3d
+def option(default, # the value when neither the preset nor the user sets the key
+           help:str, # one line: what the key does
+           **rules, # bounds of a number: gt=, ge=, lt=; msg=: the sentence for a value under ge
+          )->dataclasses.Field:
+    "One of our config keys as a dataclass field: default, help and bounds in one place (as trl's `field(default=..., metadata={'help': ...})`)."
+    return dataclasses.field(default=default, metadata=dict(help=help, **rules))
+
 # %% ../nbs/00_config.ipynb #6281370a
-TOP_DEFAULTS = dict(model_name='builtin:tiny', training_data_json_path='builtin:sample_chats',
-                    result_path='outputs/run', save_path='outputs/adapter', preset='default',
-                    trust_remote_code=False, allow_pickle=False)
+@dataclass
+class TopKeys:
+    "The top level of a config."
+    model_name: str = option('builtin:tiny', "hub id or local folder of the base model; builtin:tiny is a small Llama built locally")
+    training_data_json_path: str | list[str] = option('builtin:sample_chats', ".json/.jsonl file(s) of {messages: [...]} records; builtin:sample_chats is the bundled set")
+    result_path: str = option('outputs/run', "the Trainer's output_dir: checkpoints and logs (relative to the current folder)")
+    save_path: str = option('outputs/adapter', "where the final adapter and tokenizer are saved (relative to the current folder)")
+    preset: Literal['default', 'seed'] = option('default', "the defaults to start from: qlora_nb's, or the seed recipe exactly")
+    trust_remote_code: bool = option(False, "run Python code shipped with a model")
+    allow_pickle: bool = option(False, "read *.bin/*.pt weights, which are pickles and can run code")
+
+# %% ../nbs/00_config.ipynb #6281370b
+@dataclass
+class QuantizationKeys:
+    "Our key in `quantization:`; the others are `BitsAndBytesConfig`'s."
+    upcast_unquantized: bool | Literal['auto'] = option('auto', "cast the weights left unquantized (embeddings, norms, head) to fp32; auto: only under float16 compute")
+
+# %% ../nbs/00_config.ipynb #4bd2e754
+@dataclass
+class TokenizerKeys:
+    "`tokenizer:` is ours."
+    use_fast: bool = option(True, "the fast (Rust) tokenizer, whose offsets the assistant mask needs")
+    pad_token: Literal['distinct', 'eos'] = option('distinct', "a pad token of its own, or pad = EOS as the seed has it (EOS is then never trained)")
+
+# %% ../nbs/00_config.ipynb #6ae2d776
+@dataclass
+class DataKeys:
+    "`data:` is ours (see `01_data`)."
+    max_length: int = option(1024, "tokens a row may hold", ge=16, msg="too short for even one chat turn; use 16 or more (the seed uses 1024)")
+    format: Literal['chat_template', 'seed'] = option('chat_template', "the tokenizer's chat template with loss on the replies, or the seed's 'role: content' lines")
+    truncation: Literal['right', 'drop'] = option('right', "a conversation longer than max_length is cut at the right, or left out")
+    packing: bool = option(False, "concatenate a batch into one row, position ids restarting per conversation")
+    eval_fraction: float = option(0.0, "the share of conversations held out for evaluation", ge=0, lt=1)
+    eval_path: str | list[str] | None = option(None, "an eval set of its own: a file or list of files, checked like the training data")
+    max_tokens_per_batch: int | None = option(1024, "padded tokens a training batch may hold; null: batches count rows", gt=0)
+    num_proc: int | Literal['auto'] = option('auto', "processes that tokenize the data; auto: the CPU cores available", gt=0)
+
+# %% ../nbs/00_config.ipynb #4b5ad5e7
+@dataclass
+class TrainingKeys:
+    "Our key in `training:`; the others are `TrainingArguments`'."
+    mixed_precision: Literal['auto', 'bf16', 'fp16', 'no'] = option('auto', "becomes TrainingArguments' bf16/fp16 flags; auto: match the compute dtype")
+    chunked_loss: bool | Literal['auto'] = option('auto', "the loss from the hidden states chunk by chunk, never the full logits (`02b_loss`); auto: where it is exact for the model")
+    loss_chunk_mb: float = option(64, "MiB of float32 logits one chunk of the chunked loss may hold", gt=0)
+
+OWN_KEYS = dict(quantization=QuantizationKeys, tokenizer=TokenizerKeys, data=DataKeys, training=TrainingKeys)
+
+# %% ../nbs/00_config.ipynb #6281370d
+HF_RULES = {
+    'quantization.bnb_4bit_quant_type': dict(choices=('nf4', 'fp4')),
+    'quantization.bnb_4bit_compute_dtype': dict(choices=('auto', 'bfloat16', 'float16', 'float32')),
+    'lora.r': dict(gt=0), 'lora.lora_alpha': dict(gt=0), 'lora.lora_dropout': dict(ge=0, lt=1),
+    **{f'training.{k}': dict(gt=0) for k in ('learning_rate', 'num_train_epochs', 'per_device_train_batch_size',
+                                             'gradient_accumulation_steps', 'logging_steps', 'save_steps')},
+    'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`02_model.resolve_checkpointing`)
+}
+
+# %% ../nbs/00_config.ipynb #eb6099ed
+def _hints(cls)->dict: return typing.get_type_hints(cls, globals())
+
+def _choices(t)->tuple|None:
+    "The values a `Literal[...]` type allows; None for any other type."
+    return typing.get_args(t) if typing.get_origin(t) is Literal else None
+
+def key_spec(key:str, # 'data.max_length', or a top-level key such as 'preset'
+            )->dict:
+    "Everything said about one of our keys or a ruled Hugging Face key: type, default, help, choices and bounds (empty for other keys)."
+    sec, _, name = key.rpartition('.')
+    cls = OWN_KEYS.get(sec) if sec else TopKeys
+    f = {x.name: x for x in dataclasses.fields(cls)}.get(name) if cls else None
+    if f is None: return dict(HF_RULES.get(key, {}))
+    t = _hints(cls)[name]
+    return dict(type=t, default=f.default, choices=_choices(t), **f.metadata)
+
+# %% ../nbs/00_config.ipynb #04d73bee
+TOP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TopKeys)}
 SECTIONS = ('quantization', 'lora', 'tokenizer', 'data', 'training')
 
 # %% ../nbs/00_config.ipynb #b16b86b8
-OWN_FIELDS = dict(
-    quantization=dict(upcast_unquantized=bool),
-    tokenizer=dict(use_fast=bool, pad_token=str),
-    data=dict(max_length=int, format=str, truncation=str, packing=bool, eval_fraction=float,
-              eval_path=typing.Optional[typing.Union[str, list[str]]], max_tokens_per_batch=typing.Optional[int]),
-    training=dict(mixed_precision=str, chunked_loss=bool, loss_chunk_mb=float),
-)
-
 def _hf_fields(section):
     "Map each valid key of `section` to its annotation, read from the Hugging Face class it configures."
     if section == 'quantization':
@@ -70,7 +146,7 @@ def _hf_fields(section):
 
 def section_fields(section:str)->dict:
     "Valid keys of a config section and their expected types."
-    return {**_hf_fields(section), **OWN_FIELDS.get(section, {})}
+    return {**_hf_fields(section), **(_hints(OWN_KEYS[section]) if section in OWN_KEYS else {})}
 
 # %% ../nbs/00_config.ipynb #efffc0d6
 class ConfigError(ValueError):
@@ -101,53 +177,38 @@ def _type_name(t)->str:
     return str(t).replace('typing.', '').replace('transformers.trainer_utils.', '')
 
 # %% ../nbs/00_config.ipynb #ffc4aa2b
-_POSITIVE = {'training.learning_rate', 'training.num_train_epochs', 'training.per_device_train_batch_size',
-             'training.gradient_accumulation_steps', 'training.logging_steps', 'training.save_steps',
-             'lora.r', 'lora.lora_alpha', 'data.max_length', 'data.max_tokens_per_batch', 'training.loss_chunk_mb'}
-_CHOICES = {'quantization.bnb_4bit_quant_type': ('nf4', 'fp4'),
-            'quantization.bnb_4bit_compute_dtype': ('auto', 'bfloat16', 'float16', 'float32'),
-            'training.mixed_precision': ('auto', 'bf16', 'fp16', 'no'),
-            'tokenizer.pad_token': ('distinct', 'eos'),
-            'data.format': ('chat_template', 'seed'),
-            'data.truncation': ('right', 'drop'),
-            'preset': tuple(PRESETS)}
+def _check_value(key:str, v, t, where:str):
+    "Raise `ConfigError` when `v` does not fit the type, choices or bounds of `key`."
+    s = key_spec(key)
+    choices = s.get('choices')
+    if choices and v not in choices:
+        raise ConfigError(f"{where}: '{key}' is {v!r}, but it must be one of {', '.join(map(repr, choices))}.{_suggest(str(v), choices)}")
+    if not _type_ok(v, t) and not (s.get('auto') and v == 'auto'):
+        raise ConfigError(f"{where}: '{key}' is {v!r} ({type(v).__name__}), but it must be {_type_name(t)}.")
+    if not isinstance(v, (int, float)) or isinstance(v, bool): return
+    if 'gt' in s and v <= s['gt']: raise ConfigError(f"{where}: '{key}' is {v}, but it must be greater than {s['gt']}.")
+    if 'msg' in s and v < s['ge']: raise ConfigError(f"{where}: '{key}' is {v}, {s['msg']}.")
+    if ('ge' in s and v < s['ge']) or ('lt' in s and v >= s['lt']):
+        why = f": {s['help']}" if 'help' in s else ''
+        raise ConfigError(f"{where}: '{key}' is {v}, but it must be in [{s.get('ge', '-inf')}, {s.get('lt', 'inf')}){why}.")
 
-_AUTO_OK = {'training.gradient_checkpointing',  # decided when the model is known (`02_model.resolve_checkpointing`)
-            'quantization.upcast_unquantized',  # decided by the compute dtype (`02_model.upcast_unquantized`)
-            'training.chunked_loss'}  # on where exact for the model (`02b_loss.enable_chunked_loss`)
-
-def _check_value(key, v, where):
-    if key in _POSITIVE and isinstance(v, (int, float)) and v <= 0:
-        raise ConfigError(f"{where}: '{key}' is {v}, but it must be greater than 0.")
-    if key in _CHOICES and v not in _CHOICES[key]:
-        raise ConfigError(f"{where}: '{key}' is {v!r}, but it must be one of {', '.join(map(repr, _CHOICES[key]))}.{_suggest(str(v), _CHOICES[key])}")
-    if key == 'lora.lora_dropout' and not 0 <= v < 1:
-        raise ConfigError(f"{where}: 'lora.lora_dropout' is {v}, but it must be in [0, 1).")
-    if key == 'data.eval_fraction' and not 0 <= v < 1:
-        raise ConfigError(f"{where}: 'data.eval_fraction' is {v}, but it must be in [0, 1): the share of conversations held out for evaluation.")
-    if key == 'data.max_length' and v < 16:
-        raise ConfigError(f"{where}: 'data.max_length' is {v}, too short for even one chat turn; use 16 or more (the seed uses 1024).")
 
 # %% ../nbs/00_config.ipynb #b51c6df4
-def validate(cfg:dict, where:str='config')->dict:
+def validate(cfg:dict, # a (partial) config: a YAML file's mapping, or one override
+             where:str='config', # where it came from, for the message: a file name or '--set a.b=c'
+            )->dict:
     "Check keys, types and values of a (partial) config; raise `ConfigError` naming the first problem."
     if not isinstance(cfg, dict): raise ConfigError(f"{where}: the config must be a mapping of keys to values, not {type(cfg).__name__}.")
+    top = _hints(TopKeys)
     for k, v in cfg.items():
         if k in SECTIONS:
             if not isinstance(v, dict): raise ConfigError(f"{where}: '{k}' must be a mapping of keys to values, not {type(v).__name__}.")
             fields = section_fields(k)
             for sk, sv in v.items():
                 if sk not in fields: raise ConfigError(f"{where}: '{k}.{sk}' is not a known key.{_suggest(sk, fields)}")
-                if not _type_ok(sv, fields[sk]) and not (f'{k}.{sk}' in _AUTO_OK and sv == 'auto'):
-                    raise ConfigError(f"{where}: '{k}.{sk}' is {sv!r} ({type(sv).__name__}), but it must be {_type_name(fields[sk])}.")
-                _check_value(f'{k}.{sk}', sv, where)
-        elif k in TOP_DEFAULTS:
-            want = bool if k in ('trust_remote_code', 'allow_pickle') else str
-            if k == 'training_data_json_path' and isinstance(v, list) and v and all(isinstance(x, str) for x in v): continue  # several files
-            if not isinstance(v, want): raise ConfigError(f"{where}: '{k}' is {v!r}, but it must be {want.__name__}"
-                                                          + (" (or a list of paths)." if k == 'training_data_json_path' else "."))
-            _check_value(k, v, where)
-        else: raise ConfigError(f"{where}: '{k}' is not a known key.{_suggest(k, [*TOP_DEFAULTS, *SECTIONS])}")
+                _check_value(f'{k}.{sk}', sv, fields[sk], where)
+        elif k in top: _check_value(k, v, top[k], where)
+        else: raise ConfigError(f"{where}: '{k}' is not a known key.{_suggest(k, [*top, *SECTIONS])}")
     return cfg
 
 # %% ../nbs/00_config.ipynb #939f761a
@@ -188,8 +249,14 @@ def read_yaml(path)->dict:
     return d
 
 # %% ../nbs/00_config.ipynb #86b567ba
-def load_config(path=None, overrides=())->dict:
-    "Resolve preset ← YAML file at `path` ← `overrides` (`a.b=c` strings) into a validated config dict."
+def own_defaults(section:str)->dict:
+    "The defaults of our keys in `section`, from their fields."
+    return {f.name: deepcopy(f.default) for f in dataclasses.fields(OWN_KEYS[section])}
+
+def load_config(path=None, # a YAML config file; None: the embedded default
+                overrides=(), # `a.b=c` strings, applied in order after the file
+               )->dict:
+    "Resolve preset ← YAML file at `path` ← `overrides` into a validated config dict that has every one of our keys."
     layers = []
     if path is not None: layers.append((validate(read_yaml(path), str(path)), str(path)))
     for s in overrides: layers.append((validate(parse_override(s), f'--set {s}'), f'--set {s}'))
@@ -197,6 +264,8 @@ def load_config(path=None, overrides=())->dict:
     for d, _ in layers: preset = d.get('preset', preset)
     cfg = merge({**TOP_DEFAULTS, 'preset': preset}, PRESETS[preset])
     for d, _ in layers: cfg = merge(cfg, d)
+    for sec in OWN_KEYS:
+        for k, v in own_defaults(sec).items(): cfg.setdefault(sec, {}).setdefault(k, v)
     return cfg
 
 # %% ../nbs/00_config.ipynb #684991ce
@@ -211,3 +280,31 @@ def save_config(cfg:dict, out_dir)->Path:
     p = Path(out_dir)/CONFIG_NAME
     p.write_text(dump_config(cfg), encoding='utf-8')
     return p
+
+# %% ../nbs/00_config.ipynb #be62a70f
+def _show(v)->str: return 'null' if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+def _allowed(s:dict)->str:
+    "The values a key allows, in words, from its spec."
+    if s['choices']: return ', '.join(map(_show, s['choices']))
+    out = [f"{op} {s[k]}" for k, op in (('gt', '>'), ('ge', '≥'), ('lt', '<')) if k in s]
+    if any('auto' in (_choices(a) or ()) for a in typing.get_args(s['type'])): out.append('auto')
+    return ', '.join(out)
+
+def _type_words(t)->str:
+    "A type in words for the reference; the choices of a `Literal` are in the 'allowed' column."
+    if _choices(t): return 'str'
+    if t is type(None): return 'null'
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        return ' or '.join(_type_words(a) for a in typing.get_args(t) if not _choices(a))
+    return _type_name(t)
+
+def config_reference()->str:
+    "A Markdown table of our config keys: key, type, default, allowed values, help; read from their fields."
+    rows = ['| key | type | default | allowed | what it does |', '|---|---|---|---|---|']
+    for sec, cls in [(None, TopKeys), *OWN_KEYS.items()]:
+        for f in dataclasses.fields(cls):
+            key = f'{sec}.{f.name}' if sec else f.name
+            s = key_spec(key)
+            rows.append(f"| `{key}` | {_type_words(s['type'])} | `{_show(s['default'])}` | {_allowed(s)} | {s['help']} |")
+    return '\n'.join(rows)

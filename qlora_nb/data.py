@@ -4,23 +4,26 @@
 
 # %% ../nbs/01_data.ipynb #dd541fd6
 from __future__ import annotations
-import json, random, re
+import codecs, hashlib, json, math, os, random, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset, Features, List, Value, concatenate_datasets
 from jinja2.exceptions import TemplateError
 
 from .config import ConfigError
 
 # %% auto #0
-__all__ = ['MAX_PROBLEMS', 'ROLES', 'TRUNCATION', 'DataError', 'read_records', 'record_problems', 'data_problems', 'check_data',
-           'load_chats', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn', 'system_supported',
-           'fold_system', 'system_note', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
-           'untrained_end_of_turn', 'check_end_of_turn_trained', 'tokenize_chats', 'PadCollator', 'PackCollator',
-           'split_chats', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget', 'SeededSampler',
-           'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
+__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'TOKENIZED_FEATURES', 'STATS',
+           'MIN_ROWS_PER_PROC', 'DataError', 'read_records', 'record_problems', 'scan_chats', 'data_fingerprint',
+           'load_chats', 'check_data', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
+           'TemplateFacts', 'template_facts', 'system_supported', 'fold_system', 'system_note', 'tokenize_conversation',
+           'end_of_turn_tokens', 'stop_token_ids', 'untrained_end_of_turn', 'check_end_of_turn_trained', 'cpu_count',
+           'data_num_proc', 'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats',
+           'PadCollator', 'PackCollator', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
+           'SeededSampler', 'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -42,26 +45,112 @@ def _data_paths(path)->list[Path]:
         if p.suffix not in ('.json', '.jsonl'): raise DataError(f"{p}: expected a .json or .jsonl file of chat records.")
     return out
 
+# %% ../nbs/01_data.ipynb #92638e76
+def _jsonl_records(p:Path):
+    "`(where, record, None)` per line of a JSONL file, `(where, None, sentence)` for a line that cannot be read."
+    seen, at = False, 0
+    with open(p, 'rb') as f:
+        for i, line in enumerate(f, 1):
+            body = line[3:] if i == 1 and line.startswith(codecs.BOM_UTF8) else line
+            try: s = body.decode('utf-8')
+            except UnicodeDecodeError as e:
+                yield str(p), None, f"{p}: byte {at + len(line) - len(body) + e.start} is not UTF-8; save the file as UTF-8."; return
+            at += len(line)
+            if not s.strip(): continue
+            seen = True
+            try: yield f'{p}, line {i}', json.loads(s), None
+            except json.JSONDecodeError as e: yield f'{p}, line {i}', None, f"{p}, line {i}: invalid JSON at column {e.colno} ({e.msg}); fix that line."
+    if not seen: yield str(p), None, f"{p}: the file is empty; it needs at least one chat record."
+
+# %% ../nbs/01_data.ipynb #c5d8a3f1
+_WS = re.compile(r'[ \t\n\r]*')
+
+class _BadByte(Exception): pass
+
+class _Window:
+    "Text of a UTF-8 file read in chunks: `buf[i:]` is not yet consumed; `line`, `col` place `buf[0]` in the file."
+    def __init__(self, f, size:int):
+        self.f, self.size, self.dec = f, size, codecs.getincrementaldecoder('utf-8')()
+        self.buf, self.i, self.eof, self.fed, self.line, self.col = '', 0, False, 0, 1, 1
+
+    def more(self, size:int|None=None)->bool:
+        "Append the next chunk of text; False when the file was already read to its end."
+        if self.eof: return False
+        b = self.f.read(max(size or self.size, 3 if self.fed == 0 else 1))  # the first read sees a whole BOM
+        self.eof = not b
+        if self.fed == 0 and b.startswith(codecs.BOM_UTF8): b, self.fed = b[3:], 3
+        try: s = self.dec.decode(b, final=self.eof)
+        except UnicodeDecodeError as e: raise _BadByte(self.fed - (len(e.object) - len(b)) + e.start) from None
+        self.consume(self.i)  # drop what was read, once per chunk
+        self.fed, self.buf = self.fed + len(b), self.buf + s
+        return True
+
+    def peek(self)->str:
+        "The next non-blank character, not consumed; '' at the end of the file."
+        while True:
+            self.i = _WS.match(self.buf, self.i).end()
+            if self.i < len(self.buf) or not self.more(): return self.buf[self.i:self.i+1]
+
+    def where(self, pos:int)->tuple[int, int]:
+        "Line and column (from 1) of `buf[pos]` in the file."
+        nl = self.buf.count('\n', 0, pos)
+        return (self.line + nl, pos - self.buf.rfind('\n', 0, pos)) if nl else (self.line, self.col + pos)
+
+    def consume(self, j:int):
+        "Drop `buf[:j]`, keeping count of the line and column where the window starts."
+        if j: self.line, self.col, self.buf, self.i = *self.where(j), self.buf[j:], self.i - j
+
+# %% ../nbs/01_data.ipynb #d2e4f6a8
+def _json_records(p:Path, size:int=1<<18):
+    "`(where, record, None)` per element of a JSON array file, read incrementally; `(where, None, sentence)` for what cannot be read."
+    dec = json.JSONDecoder()
+    with open(p, 'rb') as f:
+        w = _Window(f, size)
+        def bad(pos, msg):
+            line, col = w.where(pos)
+            return str(p), None, f"{p}: invalid JSON at line {line}, column {col} ({msg}); fix the syntax there."
+        try:
+            c = w.peek()
+            if not c: yield str(p), None, f"{p}: the file is empty; it needs at least one chat record."; return
+            if c != '[':  # not an array: read it whole, only to say what it is
+                while w.more(): pass
+                try: v = json.loads(w.buf)
+                except json.JSONDecodeError as e: yield bad(e.pos, e.msg); return
+                yield str(p), None, (f"{p}: expected a JSON array of chat records, found {type(v).__name__}; wrap the records "
+                                     "in [ ] (or use .jsonl, one record a line)."); return
+            w.i += 1
+            k = 0
+            while True:
+                c = w.peek()
+                if c == ']': break
+                if k:
+                    if c != ',': yield bad(w.i, "Expecting ',' delimiter"); return
+                    w.i += 1; w.peek()
+                grow = size
+                while True:  # decode one element, reading more while it runs past the window
+                    try:
+                        v, j = dec.raw_decode(w.buf, w.i)
+                        if j < len(w.buf) - 16 or w.eof: break  # a value ending near the window's end may go on (1.5|e3)
+                    except json.JSONDecodeError as e:
+                        if w.eof or not (e.msg.startswith('Unterminated string') or e.pos >= len(w.buf) - 16):
+                            yield bad(e.pos, e.msg); return
+                    w.more(grow); grow *= 2
+                yield f'{p}, record {k}', v, None
+                k += 1
+                w.i = j
+            w.i += 1
+            if w.peek(): yield bad(w.i, 'Extra data')
+        except _BadByte as e: yield str(p), None, f"{p}: byte {e.args[0]} is not UTF-8; save the file as UTF-8."
+
 # %% ../nbs/01_data.ipynb #fc38fd0b
-def read_records(p:Path)->tuple[list[tuple[str, object]], list[str]]:
-    "`(where, record)` pairs of a .json/.jsonl file, and the problems that kept records from being read."
-    try: text = p.read_bytes().decode('utf-8-sig')
-    except UnicodeDecodeError as e: return [], [f"{p}: byte {e.start} is not UTF-8; save the file as UTF-8."]
-    if not text.strip(): return [], [f"{p}: the file is empty; it needs at least one chat record."]
-    if p.suffix == '.jsonl':
-        out, probs = [], []
-        for i, line in enumerate(text.split('\n'), 1):
-            if not line.strip(): continue
-            try: out.append((f'{p}, line {i}', json.loads(line)))
-            except json.JSONDecodeError as e: probs.append(f"{p}, line {i}: invalid JSON at column {e.colno} ({e.msg}); fix that line.")
-        return out, probs
-    try: recs = json.loads(text)
-    except json.JSONDecodeError as e: return [], [f"{p}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); fix the syntax there."]
-    if not isinstance(recs, list): return [], [f"{p}: expected a JSON array of chat records, found {type(recs).__name__}; wrap the records in [ ] (or use .jsonl, one record a line)."]
-    return [(f'{p}, record {i}', r) for i, r in enumerate(recs)], []
+def read_records(p:Path, # a .json (one array) or .jsonl (one record a line) file
+                )->'Iterator[tuple[str, object, str|None]]':
+    "`(where, record, None)` for each record of the file in turn, `(where, None, sentence)` for what kept a record (or the file) from being read."
+    return _jsonl_records(p) if p.suffix == '.jsonl' else _json_records(p)
 
 # %% ../nbs/01_data.ipynb #ee719fac
-def record_problems(rec)->list[str]:
+def record_problems(rec, # one decoded JSON record
+                   )->list[str]:
     "What is wrong with one chat record, each as a phrase naming the field; empty when it is fine."
     if not isinstance(rec, dict): return [f"the record is {type(rec).__name__}, not an object with 'messages'"]
     if 'messages' not in rec: return [f"no 'messages' field (found: {', '.join(map(repr, rec)) or 'nothing'})"]
@@ -79,37 +168,87 @@ def record_problems(rec)->list[str]:
     return probs
 
 # %% ../nbs/01_data.ipynb #acd4758d
-def data_problems(path)->tuple[int, list[str]]:
-    "The number of records read from the data file(s) at `path`, and every problem found, as sentences."
-    probs, n = [], 0
-    for p in _data_paths(path):
-        recs, ps = read_records(p)
-        probs += ps
-        n += len(recs)
-        probs += [f"{where}: {x}." for where, rec in recs for x in record_problems(rec)]
-    return n, probs
+def scan_chats(paths:list[Path], # data files, as `_data_paths` gives them
+               keep=None, # called with each valid record's messages ({role, content} only); None: only check
+              )->tuple[int, int, list[str]]:
+    "One streaming pass over the data files: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
+    n, count, first = 0, 0, []
+    for p in paths:
+        for where, rec, err in read_records(p):
+            probs = [err] if err else [f"{where}: {x}." for x in record_problems(rec)]
+            n += err is None
+            count += len(probs)
+            first += probs[:MAX_PROBLEMS - len(first)]
+            if not probs and keep is not None: keep([{'role': m['role'], 'content': m['content']} for m in rec['messages']])
+    return n, count, first
 
-def check_data(path)->int:
-    "Validate every record of the data file(s) at `path`; return the count, or raise `DataError` listing the problems."
-    n, probs = data_problems(path)
-    if probs:
-        more = f"\n… and {len(probs)-MAX_PROBLEMS} more." if len(probs) > MAX_PROBLEMS else ''
-        raise DataError(f"{len(probs)} problem(s) in the training data; fix them and run again:\n" + '\n'.join(probs[:MAX_PROBLEMS]) + more)
-    return n
+def _problems_error(count:int, first:list[str])->DataError:
+    more = f"\n… and {count-len(first)} more." if count > len(first) else ''
+    return DataError(f"{count} problem(s) in the training data; fix them and run again:\n" + '\n'.join(first) + more)
+
+# %% ../nbs/01_data.ipynb #f0e1d2c3
+CHATS_FEATURES = Features({'messages': List({'role': Value('string'), 'content': Value('string')})})
+BATCH_ROWS = 1000  # rows read and tokenized at a time
+WRITE_BYTES = 8 * 2**20  # bytes per Arrow record batch written: few batches, so memory-mapping a file touches little of it
+
+class _Writer:
+    "An Arrow stream file written in record batches of about `WRITE_BYTES`, gathered from smaller ones."
+    def __init__(self, path, schema:pa.Schema): self.w, self.buf, self.n = pa.ipc.new_stream(str(path), schema), [], 0
+    def write(self, rb:pa.RecordBatch):
+        self.buf.append(rb); self.n += rb.nbytes
+        if self.n >= WRITE_BYTES: self.flush()
+    def flush(self):
+        if not self.buf: return
+        self.w.write_batch(pa.concat_batches(self.buf)); self.buf, self.n = [], 0
+        pa.default_memory_pool().release_unused()  # Arrow's allocator would keep the freed batches
+    def close(self): self.flush(); self.w.close()
+
+# %% ../nbs/01_data.ipynb #2e9dcbe0
+def data_fingerprint(paths:list[Path], # data files, as `_data_paths` gives them
+                    )->str:
+    "A hash of the data files' bytes and kinds, read in chunks: the identity of the data in cache keys."
+    h = hashlib.sha256()
+    for p in paths:
+        fh = hashlib.sha256()
+        with open(p, 'rb') as f:
+            while chunk := f.read(1 << 20): fh.update(chunk)
+        h.update(f'{p.suffix}:{fh.hexdigest()};'.encode())
+    return h.hexdigest()[:24]
 
 # %% ../nbs/01_data.ipynb #a2187989
-def load_chats(path)->Dataset:
-    "Check, then load the chat file(s) at `path` as a `datasets.Dataset` with a `messages` column."
-    check_data(path)
-    files = [str(p) for p in _data_paths(path)]
-    try: ds = load_dataset('json', data_files={'train': files}, split='train').select_columns(['messages'])
-    except Exception:  # other fields whose types differ between records or files: keep only the messages
-        recs = [r for p in _data_paths(path) for _, r in read_records(p)[0]]
-        return Dataset.from_list([{'messages': [{'role': m['role'], 'content': m['content']} for m in r['messages']]} for r in recs])
-    f = ds.features['messages']
-    if set(getattr(f, 'feature', None) or f[0]) != {'role', 'content'}:
-        ds = ds.map(lambda r: {'messages': [{'role': m['role'], 'content': m['content']} for m in r['messages']]})
-    return ds
+def _write_chats(paths:list[Path], out:Path)->int:
+    "Check every record of `paths` and write the valid ones to the Arrow file `out` in the same pass; raise `DataError` listing the problems."
+    tmp, sch, rows = out.with_name(f'{out.name}.{os.getpid()}.tmp'), CHATS_FEATURES.arrow_schema, []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w = _Writer(tmp, sch)
+    def keep(msgs):
+        rows.append(msgs)
+        if len(rows) == BATCH_ROWS: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch)); rows.clear()
+    try:
+        n, count, first = scan_chats(paths, keep)
+        if rows: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch))
+    finally: w.close()
+    if count: tmp.unlink(); raise _problems_error(count, first)
+    os.replace(tmp, out)
+    return n
+
+def _chats(paths:list[Path], fingerprint:str)->Dataset:
+    from qlora_nb.tiny import cache_dir
+    out = cache_dir()/'chats'/f'{fingerprint}.arrow'
+    if not out.exists(): _write_chats(paths, out)
+    return Dataset.from_file(str(out))
+
+def load_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+              )->Dataset:
+    "The checked chats of the data file(s) at `path` as a memory-mapped `datasets.Dataset` with a `messages` column."
+    paths = _data_paths(path)
+    return _chats(paths, data_fingerprint(paths))
+
+# %% ../nbs/01_data.ipynb #a2187990
+def check_data(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+              )->int:
+    "Validate every record of the data file(s) at `path`; return the count, or raise `DataError` listing the problems."
+    return len(load_chats(path))
 
 # %% ../nbs/01_data.ipynb #56187771
 def format_messages(messages:list[dict])->str:
@@ -182,6 +321,18 @@ def ends_turn(tokenizer)->bool:
         return True
     return bool(t[t.find(x)+len(x):].strip()) if x in t else True
 
+# %% ../nbs/01_data.ipynb #f3e11ae5
+@dataclass(frozen=True)
+class TemplateFacts:
+    "What `tokenize_conversation` needs to know about a chat template, found once per tokenizer rather than once per conversation."
+    generation_markers: bool # the template marks replies with {% generation %}, so transformers gives the assistant mask
+    ends_turn: bool # the template writes end-of-turn text after a reply (else EOS is appended and trained)
+
+def template_facts(tokenizer, # a tokenizer with a chat template
+                  )->TemplateFacts:
+    "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on."
+    return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer))
+
 # %% ../nbs/01_data.ipynb #f699d8df
 _SYSTEM_OK = {}
 
@@ -214,23 +365,25 @@ def system_note(tokenizer)->str|None:
 def tokenize_conversation(messages:list[dict], # a chat: list of {role, content}
                           tokenizer, # a fast tokenizer with a chat template
                           max_length:int|None=1024, # longer conversations are cut at the right; None: no cut
+                          facts:TemplateFacts|None=None, # `template_facts(tokenizer)`, found once by the caller; None: found here
                          )->dict:
     "`input_ids`, `attention_mask` and `labels` (-100 except on assistant replies and their end-of-turn token)."
+    facts = facts or template_facts(tokenizer)
     messages = fold_system([{'role': m['role'], 'content': m['content']} for m in messages], tokenizer)
-    try: return _tokenize_conversation(messages, tokenizer, max_length)
+    try: return _tokenize_conversation(messages, tokenizer, max_length, facts)
     except TemplateError as e:
         raise DataError(f"the chat template refuses the conversation that starts {messages[0]['content'][:40]!r}: {e}; "
                         "make its turns alternate user / assistant after an optional system turn.") from None
 
-def _tokenize_conversation(messages, tokenizer, max_length):
-    if _has_generation_markers(tokenizer):
+def _tokenize_conversation(messages, tokenizer, max_length, facts):
+    if facts.generation_markers:
         out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
         ids, mask = list(out['input_ids']), list(out['assistant_masks'])
     else:
         text = _render(tokenizer, messages)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, mask = list(enc['input_ids']), _mask_from_spans(enc['offset_mapping'], assistant_char_spans(messages, tokenizer))
-    if messages[-1]['role'] == 'assistant' and not ends_turn(tokenizer) and ids[-1:] != [tokenizer.eos_token_id]:
+    if messages[-1]['role'] == 'assistant' and not facts.ends_turn and ids[-1:] != [tokenizer.eos_token_id]:
         last = max((k for k, m in enumerate(mask) if m), default=len(mask)-1)
         ids, mask = ids + [tokenizer.eos_token_id], mask[:last+1] + [1]*(len(mask)-last)
     if max_length is not None: ids, mask = ids[:max_length], mask[:max_length]
@@ -275,24 +428,186 @@ def check_end_of_turn_trained(tokenizer, name:str='the model'):
                           "(or remove the markers).")
 
 # %% ../nbs/01_data.ipynb #131b126c
-TRUNCATION = ('right', 'drop')
+TOKENIZED_FEATURES = Features({'input_ids': List(Value('int32')), 'attention_mask': List(Value('int8')),
+                               'labels': List(Value('int32')), 'length': Value('int32')})
+STATS = ('conversations', 'truncated', 'dropped_too_long', 'dropped_no_trained_token')
 
-def tokenize_chats(ds:Dataset, # a `messages` column, as `load_chats` gives
-                   tokenizer, max_length:int=1024, truncation:str='right')->tuple[Dataset, dict]:
-    "Tokenized rows with a `length` column, and counts: conversations, truncated, dropped (too long / nothing trained)."
-    def tok1(r):
-        x = tokenize_conversation(r['messages'], tokenizer, None)
+def _chat_rows(batch:list, tokenizer, max_length:int, truncation:str, facts:TemplateFacts, stats:dict)->dict:
+    "Tokenized columns of the kept conversations of one batch; the counts added to `stats`."
+    cols = {k: [] for k in TOKENIZED_FEATURES}
+    for msgs in batch:
+        x = tokenize_conversation(msgs, tokenizer, None, facts)
         n = len(x['input_ids'])
-        x = {k: v[:max_length] for k, v in x.items()}
-        return {**x, 'full_length': n, 'length': len(x['input_ids'])}
-    t = ds.map(tok1, remove_columns=ds.column_names)
-    long = [n > max_length for n in t['full_length']]
-    empty = [all(l == -100 for l in r) for r in t['labels']]
-    keep = [i for i in range(len(t)) if not empty[i] and not (truncation == 'drop' and long[i])]
-    stats = dict(conversations=len(t), truncated=sum(long) if truncation == 'right' else 0,
-                 dropped_too_long=sum(long) if truncation == 'drop' else 0,
-                 dropped_no_trained_token=sum(e and not (truncation == 'drop' and l) for e, l in zip(empty, long)))
-    return t.select(keep).remove_columns('full_length'), stats
+        long, stats['conversations'] = n > max_length, stats['conversations'] + 1
+        if long and truncation == 'drop': stats['dropped_too_long'] += 1; continue
+        stats['truncated'] += long
+        if all(l == -100 for l in x['labels'][:max_length]): stats['dropped_no_trained_token'] += 1; continue
+        for k in ('input_ids', 'attention_mask', 'labels'): cols[k].append(x[k][:max_length])
+        cols['length'].append(min(n, max_length))
+    return cols
+
+def _seed_rows(batch:list, tokenizer, max_length:int, stats:dict)->dict:
+    stats['conversations'] += len(batch)
+    return dict(tokenize_seed({'messages': batch}, tokenizer, max_length))
+
+# %% ../nbs/01_data.ipynb #b4c5d6e7
+def _message_batches(src, lo:int, hi:int):
+    "The `messages` of rows `lo:hi` of `src`, a batch at a time: an Arrow file read as a stream (flat memory), or a `Dataset`."
+    if isinstance(src, Dataset):
+        for i in range(lo, hi, BATCH_ROWS): yield src[i:min(i+BATCH_ROWS, hi)]['messages']
+        return
+    at = 0
+    with pa.OSFile(str(src)) as f:
+        for b in pa.ipc.open_stream(f):
+            a, z = max(lo - at, 0), min(hi - at, b.num_rows)
+            for i in range(a, z, BATCH_ROWS): yield b.column('messages').slice(i, min(BATCH_ROWS, z - i)).to_pylist()
+            at += b.num_rows
+            del b; pa.default_memory_pool().release_unused()
+            if at >= hi: return
+
+def _tokenize_part(src, lo:int, hi:int, rows_fn, out:Path|None)->tuple[list, dict]:
+    "Tokenize rows `lo:hi` of `src` with `rows_fn`, writing record batches to the Arrow file `out` (or keeping them, when None); the counts."
+    stats, kept, w = dict.fromkeys(STATS, 0), [], None
+    try:
+        for batch in _message_batches(src, lo, hi):
+            cols = rows_fn(batch, stats)
+            if not next(iter(cols.values())): continue
+            rb = pa.RecordBatch.from_pydict(cols, schema=_schema(cols))
+            if out is None: kept.append(rb); continue
+            w = w or _Writer(out, rb.schema)
+            w.write(rb)
+    finally:
+        if w: w.close()
+    return kept, stats
+
+def _schema(cols:dict)->pa.Schema:
+    return TOKENIZED_FEATURES.arrow_schema if set(cols) == set(TOKENIZED_FEATURES) else pa.RecordBatch.from_pydict(cols).schema
+
+# %% ../nbs/01_data.ipynb #c6d7e8f9
+def cpu_count()->int:
+    "CPU cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+# %% ../nbs/01_data.ipynb #cad4384f
+MIN_ROWS_PER_PROC = 2000  # below this a worker process costs more than it saves
+
+def data_num_proc(setting, # `data.num_proc` of a config: 'auto' or a number of processes
+                  rows:int, # conversations to tokenize
+                 )->int:
+    "Processes to tokenize `rows` conversations with: the cores available under 'auto', never more than the rows keep busy (one without `fork`)."
+    import multiprocessing as mp
+    if 'fork' not in mp.get_all_start_methods(): return 1  # workers are forked (Windows has no fork)
+    n = cpu_count() if setting == 'auto' else int(setting)
+    return max(1, min(n, rows // MIN_ROWS_PER_PROC))
+
+# %% ../nbs/01_data.ipynb #d8e9f0a1
+def _run_parts(src, n:int, rows_fn, num_proc:int, out_dir:Path|None)->tuple[list, dict]:
+    "Tokenize the `n` rows of `src` in `num_proc` processes (this one and forked ones), each on a contiguous share; files (or batches) in row order, and the summed counts."
+    cuts = [n * k // num_proc for k in range(num_proc + 1)]
+    outs = [None if out_dir is None else out_dir/f'rows-{k:05d}-of-{num_proc:05d}.arrow' for k in range(num_proc)]
+    if num_proc == 1:
+        kept, stats = _tokenize_part(src, 0, n, rows_fn, outs[0])
+        return (kept if out_dir is None else [o for o in outs if o.exists()]), stats
+    import gc, multiprocessing as mp, sys
+    def work(k):
+        _, st = _tokenize_part(src, cuts[k], cuts[k+1], rows_fn, outs[k])
+        outs[k].with_suffix('.json').write_text(json.dumps(st))
+    ctx, procs = mp.get_context('fork'), []  # forked workers inherit the tokenizer: nothing to pickle
+    sys.stdout.flush(); sys.stderr.flush()
+    gc.freeze()  # the collector would touch, and so copy into each worker, every object of this process
+    try:
+        for k in range(1, num_proc): procs.append(ctx.Process(target=work, args=(k,), daemon=True)); procs[-1].start()
+        work(0)  # this process takes the first share
+        for q in procs: q.join()
+    finally: gc.unfreeze()
+    if any(q.exitcode for q in procs): raise RuntimeError(f"a tokenizing process failed (exit codes {[q.exitcode for q in procs]}); see its error above.")
+    stats = dict.fromkeys(STATS, 0)
+    for o in outs:
+        for k, v in json.loads(o.with_suffix('.json').read_text()).items(): stats[k] += v
+    return [o for o in outs if o.exists()], stats
+
+def _dataset(parts:list)->Dataset:
+    "A Dataset over Arrow files (memory-mapped) or record batches (in memory), in order; empty when every row was dropped."
+    if not parts: return Dataset.from_dict({k: [] for k in TOKENIZED_FEATURES}, features=TOKENIZED_FEATURES)
+    if parts and isinstance(parts[0], pa.RecordBatch): return Dataset(pa.Table.from_batches(parts))
+    dss = [Dataset.from_file(str(p)) for p in parts]
+    return concatenate_datasets(dss) if len(dss) > 1 else dss[0]
+
+# %% ../nbs/01_data.ipynb #e9f0a1b2
+def tokenize_chats(ds:Dataset, # a `messages` column, as `load_chats` gives
+                   tokenizer, # a fast tokenizer with a chat template
+                   max_length:int=1024, # tokens a row may hold
+                   truncation:str='right', # 'right': cut longer conversations; 'drop': leave them out
+                   num_proc:int=1, # processes to tokenize in (see `data_num_proc`)
+                   out_dir:Path|None=None, # write the rows to Arrow files here; None: keep them in memory
+                   facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it
+                   fmt:str='chat_template', # 'seed': the seed recipe's rows (`tokenize_seed`) instead
+                  )->tuple[Dataset, dict]:
+    "Tokenized rows with a `length` column, and counts: conversations, truncated, dropped (too long / nothing trained)."
+    if fmt == 'seed': rows_fn = lambda b, st: _seed_rows(b, tokenizer, max_length, st)
+    else:
+        facts = facts or template_facts(tokenizer)
+        rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st)
+    files = [f['filename'] for f in ds.cache_files]
+    plain = len(files) == 1 and ds._indices is None and len(ds) == ds.data.num_rows
+    parts, stats = _run_parts(files[0] if plain else ds, len(ds), rows_fn, num_proc if out_dir else 1, out_dir)
+    if fmt == 'seed': stats = dict(conversations=stats['conversations'])
+    return _dataset(parts), stats
+
+# %% ../nbs/01_data.ipynb #f0a1b2c3
+def tokenizer_fingerprint(tokenizer, # a fast or slow tokenizer
+                         )->str:
+    "A hash of everything about `tokenizer` that its token ids depend on: its serialization (or vocabulary), chat template and special tokens."
+    bk = getattr(tokenizer, 'backend_tokenizer', None)
+    body = bk.to_str() if bk is not None else json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    meta = [type(tokenizer).__name__, tokenizer.chat_template, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id,
+            sorted(tokenizer.get_added_vocab().items()), str(tokenizer.special_tokens_map)]
+    return hashlib.sha256((body + json.dumps(meta, ensure_ascii=False, default=str)).encode()).hexdigest()[:24]
+
+# %% ../nbs/01_data.ipynb #eeb5f518
+def _code_version()->str:
+    import importlib.util, qlora_nb
+    src = Path(importlib.util.find_spec('qlora_nb.data').origin).read_bytes()
+    return f"{qlora_nb.__version__}:{hashlib.sha256(src).hexdigest()[:12]}"
+
+def tokenized_key(data_fp:str, # `data_fingerprint` of the data files
+                  tokenizer, # the run's tokenizer
+                  data:dict, # the `data` section of a resolved config
+                 )->str:
+    "The cache key of a tokenized dataset: data bytes, tokenizer, template, max_length, format, truncation, code version."
+    parts = dict(data=data_fp, tokenizer=tokenizer_fingerprint(tokenizer), max_length=data['max_length'],
+                 format=data['format'], truncation=data['truncation'], code=_code_version())
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+# %% ../nbs/01_data.ipynb #a1b2c3d5
+def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+                    tokenizer, # the run's tokenizer
+                    data:dict, # the `data` section of a resolved config
+                    log=print, # called with one line: tokenized now, or found in the cache
+                    facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it (a resolved run)
+                   )->tuple[Dataset, dict]:
+    "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
+    from qlora_nb.tiny import cache_dir
+    paths = _data_paths(path)
+    fp = data_fingerprint(paths)
+    key = tokenized_key(fp, tokenizer, data)
+    final = cache_dir()/'tokenized'/key
+    if not (final/'info.json').exists():
+        t0, chats = time.time(), _chats(paths, fp)
+        procs = data_num_proc(data['num_proc'], len(chats))
+        tmp = final.with_name(f'{key}.tmp-{os.getpid()}')
+        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'])
+        files = [Path(f['filename']).name for f in parts.cache_files]
+        (tmp/'info.json').write_text(json.dumps(dict(files=files, stats=stats, data=[str(p) for p in paths])), encoding='utf-8')
+        try: os.replace(tmp, final)
+        except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process cached the same key first
+        log(f"Tokenized {stats['conversations']:,} conversations in {time.time()-t0:.1f} s ({procs} process{'es'*(procs>1)}); cached in {final}.")
+    else:
+        stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
+        log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
+    info = json.loads((final/'info.json').read_text(encoding='utf-8'))
+    return _dataset([final/f for f in info['files']]), info['stats']
 
 # %% ../nbs/01_data.ipynb #08b40064
 @dataclass
@@ -319,33 +634,33 @@ class PackCollator:
         return {**out, 'use_cache': False}
 
 # %% ../nbs/01_data.ipynb #ec55a4c3
-def _tokenized(ds:Dataset, cfg:dict, tokenizer)->tuple[Dataset, dict]:
+def _datasets(cfg:dict, tokenizer, log)->tuple[Dataset, Dataset|None, dict]:
+    "Training rows, eval rows (or None) and the training data's counts."
     d = cfg['data']
-    if d['format'] == 'seed':
-        t = ds.map(tokenize_seed, batched=True, remove_columns=ds.column_names, fn_kwargs=dict(tokenizer=tokenizer, max_length=d['max_length']))
-        return t, dict(conversations=len(ds))
-    return tokenize_chats(ds, tokenizer, d['max_length'], d.get('truncation', 'right'))
+    ds, stats = tokenized_chats(cfg['training_data_json_path'], tokenizer, d, log)
+    if d['eval_path'] is not None: return ds, tokenized_chats(d['eval_path'], tokenizer, d, log)[0], stats
+    if not d['eval_fraction']: return ds, None, stats
+    import numpy as np
+    perm = np.random.default_rng(cfg['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it
+    n_eval = math.ceil(d['eval_fraction'] * len(ds))
+    return ds.select(perm[n_eval:], keep_in_memory=True), ds.select(perm[:n_eval], keep_in_memory=True), stats
 
-def split_chats(cfg:dict)->tuple[Dataset, Dataset|None]:
-    "The training and eval conversations of a resolved config (eval: `data.eval_path`, or a `data.eval_fraction` held out)."
-    d, ds = cfg['data'], load_chats(cfg['training_data_json_path'])
-    if d.get('eval_path'): return ds, load_chats(d['eval_path'])
-    if d.get('eval_fraction'):
-        sp = ds.train_test_split(test_size=d['eval_fraction'], seed=cfg['training'].get('seed', 42))
-        return sp['train'], sp['test']
-    return ds, None
-
-def build_datasets(cfg:dict, tokenizer)->tuple[Dataset, Dataset|None]:
+def build_datasets(cfg:dict, # a resolved config
+                   tokenizer, # the run's tokenizer
+                   log=print, # gets one line per data set read: tokenized now, or found in the cache
+                  )->tuple[Dataset, Dataset|None]:
     "The tokenized training set and eval set (or None) of a resolved config."
-    tr, ev = split_chats(cfg)
-    return _tokenized(tr, cfg, tokenizer)[0], (_tokenized(ev, cfg, tokenizer)[0] if ev is not None else None)
+    return _datasets(cfg, tokenizer, log)[:2]
 
-def collator(cfg:dict, tokenizer):
+# %% ../nbs/01_data.ipynb #5abe4282
+def collator(cfg:dict, # a resolved config
+             tokenizer, # the run's tokenizer (its pad id pads the batches)
+            ):
     "The data collator of a resolved config: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
     if cfg['data']['format'] == 'seed':
         from transformers import DataCollatorForLanguageModeling
         return DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    return PackCollator() if cfg['data'].get('packing') else PadCollator(tokenizer.pad_token_id)
+    return PackCollator() if cfg['data']['packing'] else PadCollator(tokenizer.pad_token_id)
 
 # %% ../nbs/01_data.ipynb #141b75a8
 class TokenBudgetBatchSampler:
@@ -365,9 +680,10 @@ class TokenBudgetBatchSampler:
         return iter(b)
 
 # %% ../nbs/01_data.ipynb #0261a894
-def token_budget(cfg:dict)->int|None:
+def token_budget(cfg:dict, # a resolved config
+                )->int|None:
     "Padded tokens a training batch may hold under a config's token budget; None when batches count rows (and on the seed's path)."
-    return cfg['data'].get('max_tokens_per_batch') if cfg['data']['format'] != 'seed' else None
+    return cfg['data']['max_tokens_per_batch'] if cfg['data']['format'] != 'seed' else None
 
 # %% ../nbs/01_data.ipynb #9c4f2a81
 class SeededSampler(torch.utils.data.Sampler):
@@ -388,7 +704,9 @@ class SeededSampler(torch.utils.data.Sampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 # %% ../nbs/01_data.ipynb #6d748b4f
-def marked(row:dict, tokenizer)->str:
+def marked(row:dict, # a tokenized row: `input_ids` and `labels`
+           tokenizer, # the tokenizer that made it
+          )->str:
     "A tokenized row as text, its trained tokens inside `[[ ]]`."
     out, run, cur = [], [], None   # runs decoded whole: a character can span tokens (SentencePiece's byte fallback)
     for t, l in zip(row['input_ids'], row['labels']):
@@ -397,19 +715,32 @@ def marked(row:dict, tokenizer)->str:
     if run: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run))
     return ''.join(out)
 
-def inspect_report(cfg:dict, tokenizer)->str:
+
+# %% ../nbs/01_data.ipynb #682e4540
+def _token_counts(ds:Dataset)->tuple['np.ndarray', int]:
+    "Tokens per row and trained tokens in all, read from the Arrow columns a batch at a time."
+    import numpy as np, pyarrow.compute as pc
+    lens, trained = [], 0
+    for b in ds.with_format('arrow').iter(batch_size=BATCH_ROWS):
+        att = b['attention_mask']
+        trained += pc.sum(pc.and_(pc.not_equal(pc.list_flatten(b['labels']), -100), pc.equal(pc.list_flatten(att), 1))).as_py() or 0
+        lens.append(b['length'].to_numpy() if 'length' in b.column_names else np.array([sum(r) for r in att.to_pylist()]))
+    return np.concatenate(lens), trained
+
+def inspect_report(cfg:dict, # a resolved config
+                   tokenizer, # the run's tokenizer
+                   log=print, # gets one line per data set read: tokenized now, or found in the cache
+                  )->str:
     "What a config's data looks like to the model: counts, lengths, truncation, trained share, one marked example."
     import numpy as np
     d = cfg['data']
-    tr, ev = split_chats(cfg)
-    ds, st = _tokenized(tr, cfg, tokenizer)
-    lens = np.array(ds['length'] if 'length' in ds.column_names else [sum(r) for r in ds['attention_mask']])
-    trained = sum(sum(l != -100 and a == 1 for l, a in zip(r, m)) for r, m in zip(ds['labels'], ds['attention_mask']))
+    ds, ev, st = _datasets(cfg, tokenizer, log)
+    lens, trained = _token_counts(ds)
     lines = [f"{cfg['training_data_json_path']}: {st['conversations']} conversations valid; {len(ds)} rows to train on"
              + (f", {len(ev)} conversations to evaluate on." if ev is not None else '; no eval set.'),
              f"Tokens per row (format {d['format']}, max_length {d['max_length']}): "
              + ', '.join(f"p{q} {np.percentile(lens, q):.0f}" for q in (50, 90, 99)) + f", max {lens.max()}.",
-             f"Truncation '{d.get('truncation', 'right')}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
+             f"Truncation '{d['truncation']}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
              f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token.",
              f"Trained on: {trained:,} of {int(lens.sum()):,} tokens ({trained/lens.sum():.1%}).",
              *([note] if (note := system_note(tokenizer)) else []),

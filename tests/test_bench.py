@@ -44,3 +44,18 @@ def test_bench_vocab_part(tmp_path, capsys):
     assert by['plain']['trained_tokens'] == by['chunked']['trained_tokens'] == by['trl']['trained_tokens']
     assert r['setup']['vocab'] == 4096 and {'rss_vs_trl_512', 'rss_vs_plain_512', 'time_vs_plain_512'} <= set(r)
     assert 'chunked at 512 tokens a batch' in capsys.readouterr().out
+
+def test_bench_part_data(tmp_path, capsys):
+    "`qlora-nb bench --part data`: qlora_nb cold, cached and TRL on the same conversations, each in its own process."
+    p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
+    out = tmp_path/'data.json'
+    a = p.parse_args(['bench', '--part', 'data', '--sizes', '2500', '--json', str(out)])
+    a.fn(a)
+    r = json.loads(out.read_text(encoding='utf-8'))
+    by = {x['kind']: x for x in r['runs']}
+    assert set(by) == {'ours', 'cached', 'trl'} and all(x['conversations'] == 2500 for x in r['runs'])
+    assert by['ours']['rows'] == by['cached']['rows'] == by['trl']['rows'] == 2500   # nothing dropped: every conversation fits
+    assert by['ours']['said'][0].startswith('Tokenized 2,500') and 'nothing to tokenize' in by['cached']['said'][0]
+    assert all(x['peak_pss_mb'] > 100 for x in r['runs'])
+    assert {'speedup_vs_trl_2500', 'pss_vs_trl_2500', 'cached_speedup_2500'} <= set(r['summary'])
+    assert 'TRL SFTTrainer' in capsys.readouterr().out

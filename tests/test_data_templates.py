@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from qlora_nb.data import _has_generation_markers, ends_turn, tokenize_conversation
+from qlora_nb.data import _has_generation_markers, ends_turn, template_facts, tokenize_conversation
 from qlora_nb.tiny import tiny_model_dir
 
 trl = pytest.importorskip('trl')
@@ -42,6 +42,7 @@ def test_template(base, path, with_system):
     chat = CHAT if with_system else CHAT[1:]
     if not usable(tok, chat): pytest.skip('template does not render a text-only chat with these roles')
     r = tokenize_conversation(chat, tok, max_length=None)
+    assert tokenize_conversation(chat, tok, None, template_facts(tok)) == r   # facts found once give the same rows
     assert len(r['input_ids']) == len(r['labels']) == len(r['attention_mask'])
     # the trained tokens, as runs of consecutive positions
     runs, cur = [], []

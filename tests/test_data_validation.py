@@ -92,3 +92,91 @@ def test_train_logs_eval_loss(tmp_path):
     s = train(cfg, disable_tqdm=True)
     evals = [h['eval_loss'] for h in s['trainer'].state.log_history if 'eval_loss' in h]
     assert len(evals) >= 2 and all(e == e for e in evals)
+
+# --- one streaming pass, a cache keyed by content, the same rows in any number of processes (issue #14) ---
+from qlora_nb.data import load_chats, scan_chats, tokenize_chats, tokenized_chats, MAX_PROBLEMS
+
+GOOD = {'messages': [{'role': 'user', 'content': 'こんにちは'}, {'role': 'assistant', 'content': 'どうも。'}]}
+BAD = {'messages': [{'role': 'user', 'content': 'no reply'}]}
+
+def _big(tmp_path, suffix, n=40_000, bad_at=(0, 20_000, 39_999)):
+    recs = (BAD if i in bad_at else GOOD for i in range(n))
+    p = tmp_path/f'big{suffix}'
+    with open(p, 'w', encoding='utf-8') as f:
+        if suffix == '.jsonl':
+            for r in recs: f.write(json.dumps(r, ensure_ascii=False) + '\n')
+        else:
+            f.write('[\n'); f.write(',\n'.join(json.dumps(r, ensure_ascii=False) for r in recs)); f.write('\n]')
+    return p
+
+@pytest.mark.parametrize('suffix', ['.jsonl', '.json'])
+def test_streaming_validation_large_file(tmp_path, suffix):
+    "Errors at the start, middle and end of a large file are all named, in one pass that never holds the records."
+    import tracemalloc
+    p = _big(tmp_path, suffix)
+    tracemalloc.start()
+    n, count, first = scan_chats([p])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (n, count) == (40_000, 3)
+    where = ['line 1:', 'line 20001:', 'line 40000:'] if suffix == '.jsonl' else ['record 0:', 'record 20000:', 'record 39999:']
+    assert all(any(w in x and 'no assistant turn' in x for x in first) for w in where), first
+    assert peak < p.stat().st_size / 2, (peak, p.stat().st_size)   # the file is never held, nor its records
+    with pytest.raises(DataError, match=r'^3 problem\(s\)'): check_data(p)
+
+def test_problems_capped_but_counted(tmp_path):
+    p = _big(tmp_path, '.jsonl', n=5_000, bad_at=range(0, 5_000, 2))
+    n, count, first = scan_chats([p])
+    assert (n, count, len(first)) == (5_000, 2_500, MAX_PROBLEMS)
+    with pytest.raises(DataError, match=f'… and {2_500 - MAX_PROBLEMS} more.'): check_data(p)
+
+def test_json_and_jsonl_load_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv('QLORA_NB_CACHE', str(tmp_path/'cache'))
+    a, b = _big(tmp_path, '.jsonl', n=3_000, bad_at=()), _big(tmp_path, '.json', n=3_000, bad_at=())
+    assert load_chats(a)[:] == load_chats(b)[:] and len(load_chats(a)) == 3_000
+
+@pytest.fixture(scope='module')
+def tok():
+    from transformers import AutoTokenizer
+    from qlora_nb.tiny import tiny_model_dir
+    return AutoTokenizer.from_pretrained(tiny_model_dir())
+
+def test_num_proc_gives_the_same_rows(tmp_path, monkeypatch, tok):
+    from qlora_nb.bench import make_chats, write_jsonl
+    monkeypatch.setenv('QLORA_NB_CACHE', str(tmp_path/'cache'))
+    ds = load_chats(write_jsonl(make_chats(1_200, tok), tmp_path/'c.jsonl'))
+    outs = {}
+    for k in (1, 3):
+        (tmp_path/f'o{k}').mkdir()
+        outs[k] = tokenize_chats(ds, tok, 128, num_proc=k, out_dir=tmp_path/f'o{k}')
+    assert outs[1][1] == outs[3][1] and outs[1][1]['truncated'] > 0
+    assert outs[1][0][:] == outs[3][0][:]
+    assert outs[1][0][:] == tokenize_chats(ds, tok, 128)[0][:]   # in memory, as on disk
+
+def test_cache_hit_and_miss(tmp_path, monkeypatch, tok):
+    "A second call tokenizes nothing; new data bytes, tokenizer, template or max_length each tokenize anew."
+    import copy
+    from qlora_nb.config import load_config
+    monkeypatch.setenv('QLORA_NB_CACHE', str(tmp_path/'cache'))
+    p = tmp_path/'c.jsonl'
+    p.write_text('\n'.join(json.dumps(GOOD, ensure_ascii=False) for _ in range(50)) + '\n', encoding='utf-8')
+    data = load_config()['data']
+    def said(t=tok, d=data):
+        out = []
+        rows, st = tokenized_chats(p, t, d, out.append)
+        assert len(out) == 1
+        return out[0], rows, st
+    first, rows, st = said()
+    assert first.startswith('Tokenized 50 conversations') and st['conversations'] == 50
+    again, rows2, _ = said()
+    assert 'nothing to tokenize' in again and rows2[:] == rows[:]
+    assert 'nothing to tokenize' in said(copy.deepcopy(tok))[0]             # an equal tokenizer is the same key
+    assert said(d={**data, 'max_length': 16})[0].startswith('Tokenized')
+    other = copy.deepcopy(tok); other.chat_template = other.chat_template.replace('<|im_start|>', '<|im_start|> ')
+    assert said(other)[0].startswith('Tokenized')
+    grown = copy.deepcopy(tok); grown.add_tokens(['<|new|>'], special_tokens=True)
+    assert said(grown)[0].startswith('Tokenized')
+    with open(p, 'a', encoding='utf-8') as f: f.write(json.dumps(GOOD, ensure_ascii=False) + '\n')
+    msg, rows3, st3 = said()
+    assert msg.startswith('Tokenized 51') and len(rows3) == 51
+    assert not list((tmp_path/'cache'/'tokenized').glob('*.tmp-*'))      # no half entries left behind
