@@ -19,7 +19,7 @@ from .config import ConfigError
 __all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'TOKENIZED_FEATURES', 'STATS',
            'MIN_ROWS_PER_PROC', 'DataError', 'read_records', 'record_problems', 'scan_chats', 'data_fingerprint',
            'load_chats', 'check_data', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
-           'TemplateFacts', 'template_facts', 'system_supported', 'fold_system', 'system_note', 'tokenize_conversation',
+           'system_supported', 'fold_system', 'system_note', 'TemplateFacts', 'template_facts', 'tokenize_conversation',
            'end_of_turn_tokens', 'stop_token_ids', 'untrained_end_of_turn', 'check_end_of_turn_trained', 'cpu_count',
            'data_num_proc', 'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats',
            'PadCollator', 'PackCollator', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
@@ -321,18 +321,6 @@ def ends_turn(tokenizer)->bool:
         return True
     return bool(t[t.find(x)+len(x):].strip()) if x in t else True
 
-# %% ../nbs/01_data.ipynb #f3e11ae5
-@dataclass(frozen=True)
-class TemplateFacts:
-    "What `tokenize_conversation` needs to know about a chat template, found once per tokenizer rather than once per conversation."
-    generation_markers: bool # the template marks replies with {% generation %}, so transformers gives the assistant mask
-    ends_turn: bool # the template writes end-of-turn text after a reply (else EOS is appended and trained)
-
-def template_facts(tokenizer, # a tokenizer with a chat template
-                  )->TemplateFacts:
-    "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on."
-    return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer))
-
 # %% ../nbs/01_data.ipynb #f699d8df
 _SYSTEM_OK = {}
 
@@ -360,6 +348,18 @@ def system_note(tokenizer)->str|None:
     "The sentence `inspect` and `train` print when the template cannot render a system turn."
     if system_supported(tokenizer): return None
     return "The chat template cannot render a system turn, so a system prompt is folded into the first user turn (as Gemma 3's template does)."
+
+# %% ../nbs/01_data.ipynb #f3e11ae5
+@dataclass(frozen=True)
+class TemplateFacts:
+    "What `tokenize_conversation` needs to know about a chat template, found once per tokenizer rather than once per conversation."
+    generation_markers: bool # the template marks replies with {% generation %}, so transformers gives the assistant mask
+    ends_turn: bool # the template writes end-of-turn text after a reply (else EOS is appended and trained)
+
+def template_facts(tokenizer, # a tokenizer with a chat template
+                  )->TemplateFacts:
+    "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on."
+    return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer))
 
 # %% ../nbs/01_data.ipynb #f91e8bb7
 def tokenize_conversation(messages:list[dict], # a chat: list of {role, content}
