@@ -96,7 +96,9 @@ def test_main_process_writes_and_reports_once(runs):
     assert len(list((d/'run').glob('checkpoint-*/rng_state_*.pth'))) == 2  # ... plus each rank's random state
     assert p.stdout.count('Trained builtin:tiny') == 1                    # the summary comes from rank 0 only
     assert (p.stdout + p.stderr).count('train_runtime') == 1               # so does the Trainer's log
-    assert [x.name for x in runs['cache'].iterdir() if not x.name.startswith('.')] == [f'tiny-llama-v{TINY_VERSION}']
+    cache = sorted(x.name for x in runs['cache'].iterdir() if not x.name.startswith('.'))
+    assert cache == ['chats', 'tiny-llama-v%d' % TINY_VERSION, 'tokenized'], cache   # the model built once; checked chats and rows cached
+    assert len(list((runs['cache']/'tokenized').iterdir())) == 1                     # one entry, whichever rank wrote it
     assert not [x for x in runs['cache'].iterdir() if x.name.startswith('.building-')]
 
 
