@@ -308,18 +308,22 @@ def _mask_from_spans(offsets, spans)->list[int]:
     return [int(any(a < e and b > s for s, e in spans)) for a, b in offsets]
 
 # %% ../nbs/01_data.ipynb #ec89d5e2
+def _after_reply(tokenizer)->str|None:
+    "What the chat template writes after a placeholder assistant reply; None when the reply is not found in the text."
+    x = '\ue000reply\ue001'
+    t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
+    return t[t.find(x)+len(x):] if x in t else None
+
 def ends_turn(tokenizer)->bool:
     "Whether the chat template writes any end-of-turn text after an assistant reply."
     import warnings
-    from jinja2 import TemplateError
-    x = '\ue000reply\ue001'
-    try: t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
+    try: rest = _after_reply(tokenizer)
     except TemplateError as e:
         if type(e) is not TemplateError: raise   # a broken template; only its own `raise_exception(...)` refusals are meant here
         warnings.warn(f"The chat template refuses a one-turn probe conversation ({e}), so qlora_nb assumes it writes its own "
                       "end-of-turn text after each reply and appends no EOS; check with `qlora-nb inspect` that each reply's end is trained on.")
         return True
-    return bool(t[t.find(x)+len(x):].strip()) if x in t else True
+    return rest is None or bool(rest.strip())
 
 # %% ../nbs/01_data.ipynb #f699d8df
 _SYSTEM_OK = {}
@@ -331,7 +335,7 @@ def system_supported(tokenizer)->bool:
         x = '\ue000system\ue001'
         chat = [{'role': 'system', 'content': x}, {'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
         try: _SYSTEM_OK[key] = x in _render(tokenizer, chat)
-        except Exception: _SYSTEM_OK[key] = False   # jinja2's TemplateError from the template's raise_exception
+        except TemplateError: _SYSTEM_OK[key] = False   # the template's own raise_exception(...) refusal
     return _SYSTEM_OK[key]
 
 def fold_system(messages:list[dict], # a chat: list of {role, content}
@@ -393,9 +397,7 @@ def _tokenize_conversation(messages, tokenizer, max_length, facts):
 def end_of_turn_tokens(tokenizer, # a tokenizer with a chat template
                       )->list[str]:
     "The special tokens the chat template writes right after an assistant reply, in order; empty when it writes none."
-    x = '\ue000reply\ue001'
-    t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
-    rest, out = (t[t.find(x)+len(x):] if x in t else ''), []
+    rest, out = _after_reply(tokenizer) or '', []
     specials = _special_strings(tokenizer)
     while (tok := next((s for s in specials if rest.lstrip(' \n').startswith(s)), None)):
         out.append(tok); rest = rest.lstrip(' \n')[len(tok):]

@@ -39,6 +39,13 @@ def sets(*overrides)->list[str]:
     "`--set` arguments for `qlora-nb train`."
     return [a for s in overrides for a in ('--set', s)]
 
+def train_adapter(d, overrides, env)->Path:
+    "Train through `qlora-nb train` into `d/run` and `d/adapter` with `overrides` (`key=value`); return the adapter folder."
+    p = subprocess.run(qlora_nb('train', *sets(f'result_path={d}/run', f'save_path={d}/adapter', *overrides)),
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return Path(d)/'adapter'
+
 def first_chats(path, n:int):
     "Write the first `n` bundled sample chats to `path` (JSONL); return the path."
     import json
