@@ -2,7 +2,7 @@
 import json, os, shutil, stat, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from conftest import qlora_nb
+from conftest import qlora_nb, train_adapter
 
 SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_steps=100', 'training.per_device_train_batch_size=4',
         'data.max_length=96', 'training.disable_tqdm=true']
@@ -24,11 +24,7 @@ def assert_round_trip(model_dir, gguf_file, messages=CHAT, tol=5e-2)->dict:
 
 @pytest.fixture(scope='module')
 def adapter(tmp_path_factory, env):
-    d = tmp_path_factory.mktemp('export')
-    sets = [f'result_path={d}/run', f'save_path={d}/adapter', *SETS]
-    p = subprocess.run(qlora_nb('train', *[a for s in sets for a in ('--set', s)]), env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return d/'adapter'
+    return train_adapter(tmp_path_factory.mktemp('export'), SETS, env)
 
 @pytest.fixture(scope='module')
 def merged(adapter, tmp_path_factory):

@@ -2,7 +2,7 @@
 import json, shutil, subprocess
 from pathlib import Path
 import pytest, torch
-from conftest import qlora_nb
+from conftest import qlora_nb, train_adapter
 
 SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_steps=100', 'training.per_device_train_batch_size=4',
         'data.max_length=96', 'training.disable_tqdm=true']
@@ -10,9 +10,7 @@ SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_s
 @pytest.fixture(scope='module')
 def adapter(tmp_path_factory, env):
     d = tmp_path_factory.mktemp('infer')
-    sets = [f'result_path={d}/run', f'save_path={d}/adapter', *SETS]
-    p = subprocess.run(qlora_nb('train', *[a for s in sets for a in ('--set', s)]), env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
+    train_adapter(d, SETS, env)
     assert (d/'run'/'loss.png').stat().st_size > 0
     return d/'adapter'
 
