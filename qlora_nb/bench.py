@@ -97,7 +97,7 @@ def _counting(collate, counts:dict):
     return f
 
 def _config(spec:dict):
-    "The resolved qlora_nb config of a run: its preset, the shared model and data, LoRA targets, one epoch."
+    "The qlora_nb config of a run: its preset, the shared model and data, LoRA targets, one epoch."
     from qlora_nb.config import load_config, merge
     preset = 'seed' if spec['path'] == 'seed' else 'default'
     tr = dict(num_train_epochs=1, save_strategy='no', report_to='none', disable_tqdm=True, seed=0, **spec.get('training', {}))
@@ -111,13 +111,14 @@ def _config(spec:dict):
 def _trainer(spec:dict):
     "The trainer of a run, ready to `train()`."
     from qlora_nb.data import build_datasets, collator, load_chats, token_budget
-    from qlora_nb.model import load_base_model, load_model, load_tokenizer, lora_config, resolve_checkpointing
+    from qlora_nb.model import load_base_model, load_model, lora_config, resolve_run
     from qlora_nb.train import QLoRATrainer, training_args
     from qlora_nb.loss import apply_loss_config
-    cfg = resolve_checkpointing(_config(spec))
-    tok = load_tokenizer(cfg)
+    run = resolve_run(_config(spec))
+    cfg, tok = run.config, run.tokenizer
     if spec['path'] != 'trl':
-        return QLoRATrainer(model=apply_loss_config(load_model(cfg, tok), cfg), args=training_args(cfg), train_dataset=build_datasets(cfg, tok)[0],
+        return QLoRATrainer(model=apply_loss_config(load_model(run), cfg['training']), args=training_args(run),
+                            train_dataset=build_datasets(cfg, tok, run.train_data, facts=run.template).train,
                             data_collator=collator(cfg, tok), max_tokens_per_batch=token_budget(cfg))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
@@ -126,8 +127,8 @@ def _trainer(spec:dict):
               seed=0, bf16=True, use_cpu=spec.get('device', 'cpu') == 'cpu',
               **{k: v for k, v in tr.items() if k in spec.get('training', {})})
     args = SFTConfig(**{**kw, **spec.get('sft', {})})   # `sft`: a run's own SFTConfig fields (the vocabulary part's token budget)
-    return SFTTrainer(model=load_base_model(cfg, tok), args=args, train_dataset=load_chats(cfg['training_data_json_path']),
-                      processing_class=tok, peft_config=lora_config(cfg))
+    return SFTTrainer(model=load_base_model(run), args=args, train_dataset=load_chats(run.train_data),
+                      processing_class=tok, peft_config=lora_config(run))
 
 def run_one(spec:dict)->dict:
     "Train one epoch of the run `spec` in this process; return its figures."
@@ -207,9 +208,9 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     "4-bit (NF4 + double quantization) against bf16 weight bytes of a Llama of `config`, measured and in theory."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from qlora_nb.model import linear_layers
     with torch.device('meta'): m = LlamaForCausalLM(LlamaConfig(**config))
-    head = m.get_output_embeddings()
-    lin = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod is not head]
+    lin = [mod for _, mod in linear_layers(m)]
     n_all = sum(p.numel() for p in m.parameters())
     n_lin = sum(mod.weight.numel() for mod in lin)
     shapes = {}
@@ -342,22 +343,22 @@ DATA_SIZES = (20_000, 200_000, 1_000_000)
 DATA_KINDS = dict(ours='qlora_nb, cold cache', cached='qlora_nb, cached rerun', trl='TRL SFTTrainer')
 
 def prep_one(spec:dict)->dict:
-    "Prepare the data of `spec` in this process — `kind` 'ours'/'cached' (check_data + build_datasets) or 'trl' — and return its figures."
+    "Prepare the data of `spec` in this process — `kind` 'ours'/'cached' (`data_source` + `build_datasets`, as `train` does) or 'trl' — and return its figures."
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     import datasets; datasets.disable_progress_bars()
     from qlora_nb.config import load_config
-    from qlora_nb.model import load_tokenizer
+    from qlora_nb.model import resolve_run
     cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
                              f"data.num_proc={spec.get('num_proc', 'auto')}"])
-    tok, said = load_tokenizer(cfg), []
+    run, said = resolve_run(cfg, data=False), []   # the model's facts, outside the timing; the data's are timed
+    tok = run.tokenizer
     with PeakMemory() as pm:
         t0 = time.perf_counter()
         if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
         else:
-            from qlora_nb.data import build_datasets, check_data
-            check_data(cfg['training_data_json_path'])
-            n = len(build_datasets(cfg, tok, log=said.append)[0])
+            from qlora_nb.data import build_datasets, data_source
+            n = len(build_datasets(cfg, tok, data_source(cfg['training_data_json_path']), facts=run.template, log=said.append).train)
         s = time.perf_counter() - t0
     return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
@@ -478,23 +479,16 @@ VOCAB_PATHS = dict(plain='(b) plain loss', chunked='(b) chunked loss', trl='(c) 
 
 def vocab_model_dir(size:str='cpu', vocab:int=VOCAB)->Path:
     "The random-init Llama of `SIZES[size]` with `vocab` embedding and head rows (tokenizer unchanged), built once into the cache."
-    from qlora_nb.tiny import cache_dir
-    out = cache_dir()/f'bench-{size}-vocab{vocab}'
-    if (out/'config.json').exists(): return out
-    import shutil, torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-    src = bench_model_dir(size)
-    cfg = AutoConfig.from_pretrained(src); cfg.vocab_size = vocab
-    torch.manual_seed(0); m = LlamaForCausalLM(cfg)
-    with torch.no_grad(): m.lm_head.weight.normal_(0, cfg.hidden_size ** -0.5)
-    tmp = Path(tempfile.mkdtemp(prefix='.building-', dir=out.parent))
-    try:
-        m.to(torch.bfloat16).save_pretrained(tmp); AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
-        try: tmp.rename(out)
-        except OSError:
-            if not (out/'config.json').exists(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    from qlora_nb.tiny import built_once, cache_dir
+    def build(d):
+        import torch
+        from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+        src = bench_model_dir(size)
+        cfg = AutoConfig.from_pretrained(src); cfg.vocab_size = vocab
+        torch.manual_seed(0); m = LlamaForCausalLM(cfg)
+        with torch.no_grad(): m.lm_head.weight.normal_(0, cfg.hidden_size ** -0.5)
+        m.to(torch.bfloat16).save_pretrained(d); AutoTokenizer.from_pretrained(src).save_pretrained(d)
+    return built_once(cache_dir()/f'bench-{size}-vocab{vocab}', build)
 
 # %% ../nbs/90_benchmark.ipynb #35f17d68
 def _vocab_spec(path:str, budget:int, **common)->dict:

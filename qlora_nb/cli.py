@@ -4,23 +4,25 @@
 
 # %% ../nbs/05_cli.ipynb #05dff948
 from __future__ import annotations
-import argparse, os, sys
+import argparse, inspect, os, sys
 from pathlib import Path
 from importlib.resources import files
 
 from .config import ConfigError, load_config
 
 # %% auto #0
-__all__ = ['embedded_default_path', 'resolve', 'summary_text', 'cmd_train', 'model_report', 'cmd_inspect', 'cmd_generate',
-           'cmd_chat', 'cmd_merge', 'export_text', 'cmd_export', 'parser', 'main']
+__all__ = ['embedded_default_path', 'cli_config', 'summary_text', 'cmd_train', 'cmd_inspect', 'cmd_generate', 'cmd_chat',
+           'cmd_merge', 'export_text', 'cmd_export', 'option', 'parser', 'main']
 
 # %% ../nbs/05_cli.ipynb #f5aba483
 def embedded_default_path()->Path:
     "The embedded default config: the tiny local model on the bundled sample chats."
     return Path(str(files('qlora_nb')/'assets'/'tiny.yaml'))
 
-def resolve(config, sets)->dict:
-    "The run's config: the file given, else the embedded default, with `--set` overrides."
+def cli_config(config, # the CONFIG argument: a YAML file, or None for the embedded default
+               sets, # the `--set key=value` arguments, in order
+              )->dict:
+    "The config a command line names: the file given, else the embedded default, with `--set` overrides."
     return load_config(config or embedded_default_path(), sets or [])
 
 # %% ../nbs/05_cli.ipynb #ee1c5695
@@ -38,38 +40,19 @@ def summary_text(s:dict)->str:
 def cmd_train(a):
     from qlora_nb.train import Interrupted, train
     import matplotlib; matplotlib.use('Agg')   # loss.png on a headless machine
-    try: s = train(resolve(a.config, a.set), overwrite=a.overwrite)
+    try: s = train(cli_config(a.config, a.set), overwrite=a.overwrite)
     except Interrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)
     if s['save_path']: print('\n' + summary_text(s))
 
 # %% ../nbs/05_cli.ipynb #45a1e766
-def model_report(cfg:dict, tokenizer)->str:
-    "What `inspect` says about the model: pad, end-of-turn and stop tokens, system turns, the layers that get LoRA adapters."
-    from transformers import GenerationConfig
-    from qlora_nb.data import end_of_turn_tokens, stop_token_ids, system_note
-    from qlora_nb.model import lora_targets, safe_model_path
-    try: gen = GenerationConfig.from_pretrained(safe_model_path(cfg))
-    except OSError: gen = None
-    stops = stop_token_ids(tokenizer, gen)
-    t = lora_targets(cfg)
-    return '\n'.join([f"Model {cfg['model_name']}: pad {tokenizer.pad_token!r}, EOS {tokenizer.eos_token!r}, end of turn "
-                      f"{', '.join(end_of_turn_tokens(tokenizer)) or '(none: EOS is appended to the last reply)'}; generation stops at "
-                      + ', '.join(f'{tokenizer.convert_ids_to_tokens(i)!r}' for i in stops) + '.',
-                      *([n] if (n := system_note(tokenizer)) else []),
-                      "LoRA adapters on: " + (', '.join(t) if isinstance(t, list) else str(t)) + '.'])
-
 def cmd_inspect(a):
-    from qlora_nb.data import check_data, inspect_report
-    from qlora_nb.model import load_tokenizer, safe_model_path
-    cfg = resolve(a.config, a.set)
-    safe_model_path(cfg)   # a wrong model name fails before the data is read
-    check_data(cfg['training_data_json_path'])
-    if cfg['data'].get('eval_path'): check_data(cfg['data']['eval_path'])
-    tok = load_tokenizer(cfg)
-    print(model_report(cfg, tok))
-    print(inspect_report(cfg, tok))
+    from qlora_nb.data import build_datasets, inspect_report
+    from qlora_nb.model import resolve_run, run_report
+    run = resolve_run(cli_config(a.config, a.set))   # a wrong model name fails before the data is read
+    print(run_report(run))
+    print(inspect_report(run.config, run.tokenizer, build_datasets(run.config, run.tokenizer, run.train_data, run.eval_data, run.template)))
 
 # %% ../nbs/05_cli.ipynb #6bc1afd4
 def cmd_generate(a):
@@ -111,38 +94,55 @@ def cmd_export(a):
     print(export_text(export_gguf(a.adapter, a.output, outtype=a.outtype, quantize=a.quantize, system=a.system)))
 
 # %% ../nbs/05_cli.ipynb #00f7c9e6
+def option(fn, # the function the option's value goes to
+           name:str, # its parameter
+           **kw, # more `add_argument` keywords (choices, metavar)
+          )->dict:
+    "`add_argument` keywords for parameter `name` of `fn`: its default, its type, and its docment as the help."
+    from fastcore.docments import docments
+    d = inspect.signature(fn).parameters[name].default
+    kw = dict(default=None if d is inspect.Parameter.empty else d, help=docments(fn)[name], **kw)
+    if isinstance(d, (int, float)) and not isinstance(d, bool): kw['type'] = type(d)
+    return kw
+
 def parser()->argparse.ArgumentParser:
+    "The `qlora-nb` command line: each option's default and help are those of the function parameter it feeds."
+    from qlora_nb.export import OUTTYPES, export_gguf
+    from qlora_nb.infer import chat_loop, chat_messages, generate, load_for_inference, merge_adapter
+    from qlora_nb.model import DTYPES
+    from qlora_nb.train import train
     p = argparse.ArgumentParser(prog='qlora-nb', description='QLoRA fine-tuning of causal language models on chat data.')
     sub = p.add_subparsers(dest='cmd', required=True)
     def with_config(sp):
         sp.add_argument('config', nargs='?', help='YAML config (default: the embedded tiny model on the bundled chats)')
         sp.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key, e.g. training.learning_rate=1e-4')
     t = sub.add_parser('train', help='fine-tune: 4-bit base + LoRA adapters (resumes from result_path)'); with_config(t)
-    t.add_argument('--overwrite', action='store_true', help='delete the checkpoints in result_path and start afresh')
+    t.add_argument('--overwrite', action='store_true', help=option(train, 'overwrite')['help'])
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser('inspect', help='check the data and show what is trained on'); with_config(i); i.set_defaults(fn=cmd_inspect)
     g = sub.add_parser('generate', help='answer one prompt with base + adapter')
-    g.add_argument('--adapter', required=True, help="an adapter folder (a run's save_path)")
-    g.add_argument('--prompt', required=True)
-    g.add_argument('--system', default=None, help='optional system prompt')
-    g.add_argument('--max-new-tokens', type=int, default=128)
+    adapter = lambda sp: sp.add_argument('--adapter', required=True, help=option(load_for_inference, 'adapter_dir')['help'])
+    adapter(g)
+    g.add_argument('--prompt', required=True, **option(chat_messages, 'prompt'))
+    g.add_argument('--system', **option(chat_messages, 'system'))
+    g.add_argument('--max-new-tokens', **option(generate, 'max_new_tokens'))
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser('chat', help='an interactive chat with base + adapter')
-    c.add_argument('--adapter', required=True, help="an adapter folder (a run's save_path)")
-    c.add_argument('--system', default=None, help='optional system prompt')
-    c.add_argument('--max-new-tokens', type=int, default=256)
+    adapter(c)
+    c.add_argument('--system', **option(chat_loop, 'system'))
+    c.add_argument('--max-new-tokens', **option(chat_loop, 'max_new_tokens'))
     c.set_defaults(fn=cmd_chat)
     m = sub.add_parser('merge', help='merge the adapter into the dequantized base: a standalone 16-bit model')
-    m.add_argument('--adapter', required=True, help="an adapter folder (a run's save_path)")
-    m.add_argument('--output', required=True, help='folder for the merged model (must not exist, or be empty)')
-    m.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
+    adapter(m)
+    m.add_argument('--output', required=True, help=option(merge_adapter, 'output_dir')['help'])
+    m.add_argument('--dtype', **option(merge_adapter, 'dtype', choices=list(DTYPES)))
     m.set_defaults(fn=cmd_merge)
     x = sub.add_parser('export', help='merge, then convert to GGUF for llama.cpp and Ollama (with a Modelfile)')
-    x.add_argument('--adapter', required=True, help="an adapter folder (a run's save_path)")
-    x.add_argument('--output', required=True, help='the .gguf file to write; a Modelfile is written beside it')
-    x.add_argument('--outtype', default=None, choices=['q8_0', 'f16', 'bf16', 'f32'], help="the converter's type (default q8_0; bf16 with --quantize)")
-    x.add_argument('--quantize', default=None, metavar='TYPE', help="a llama.cpp type such as q4_k_m, made by llama-quantize when it is on PATH")
-    x.add_argument('--system', default=None, help="the Modelfile's SYSTEM prompt (default: the run's, if all its chats share one)")
+    adapter(x)
+    x.add_argument('--output', required=True, help=option(export_gguf, 'output')['help'])
+    x.add_argument('--outtype', **option(export_gguf, 'outtype', choices=list(OUTTYPES)))
+    x.add_argument('--quantize', **option(export_gguf, 'quantize', metavar='TYPE'))
+    x.add_argument('--system', **option(export_gguf, 'system'))
     x.set_defaults(fn=cmd_export)
     from qlora_nb.bench import add_bench_parser
     add_bench_parser(sub)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_config.ipynb #712e21df
 from __future__ import annotations
-import dataclasses, difflib, inspect, types, typing, enum
+import dataclasses, difflib, inspect, shutil, tempfile, types, typing, enum
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 __all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'CONFIG_NAME',
            'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'key_spec',
            'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'own_defaults',
-           'load_config', 'dump_config', 'save_config', 'config_reference']
+           'load_config', 'dump_config', 'save_config', 'atomic_folder', 'config_reference']
 
 # %% ../nbs/00_config.ipynb #29dfb24f
 SEED_PRESET = dict(
@@ -105,7 +106,7 @@ HF_RULES = {
     'lora.r': dict(gt=0), 'lora.lora_alpha': dict(gt=0), 'lora.lora_dropout': dict(ge=0, lt=1),
     **{f'training.{k}': dict(gt=0) for k in ('learning_rate', 'num_train_epochs', 'per_device_train_batch_size',
                                              'gradient_accumulation_steps', 'logging_steps', 'save_steps')},
-    'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`02_model.resolve_checkpointing`)
+    'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`02_model.checkpointing`, in `resolve_run`)
 }
 
 # %% ../nbs/00_config.ipynb #eb6099ed
@@ -275,11 +276,33 @@ def dump_config(cfg:dict)->str:
     "The config as YAML text (UTF-8, keys in the order written)."
     return yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False)
 
-def save_config(cfg:dict, out_dir)->Path:
-    "Write the resolved config to `out_dir/qlora_nb_config.yaml`."
+def save_config(cfg:dict, # a validated config
+                out_dir, # the folder to write `qlora_nb_config.yaml` into
+               )->Path:
+    "Write the config to `out_dir/qlora_nb_config.yaml`."
     p = Path(out_dir)/CONFIG_NAME
     p.write_text(dump_config(cfg), encoding='utf-8')
     return p
+
+# %% ../nbs/00_config.ipynb #7f6dfe9b
+@contextmanager
+def atomic_folder(out, # the folder to write
+                  replace:bool=False, # replace an existing `out` (an adapter saved again); else an existing `out` stands
+                 ):
+    "Yield an empty folder beside `out`; when the block ends without error it becomes `out` in one rename, else it is removed."
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}-', dir=out.parent))
+    try:
+        yield tmp
+        old = out.with_name(f'.{out.name}-old') if replace and out.exists() else None
+        if old: shutil.rmtree(old, ignore_errors=True); out.rename(old)
+        if out.is_dir() and not any(out.iterdir()): out.rmdir()   # an empty folder stands in for nothing
+        try: tmp.rename(out)
+        except OSError:
+            if not out.exists(): raise   # else another process wrote the same folder first: theirs stands
+        if old: shutil.rmtree(old, ignore_errors=True)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/00_config.ipynb #be62a70f
 def _show(v)->str: return 'null' if v is None else str(v).lower() if isinstance(v, bool) else str(v)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #dd541fd6
 from __future__ import annotations
-import codecs, hashlib, json, math, os, random, re, shutil, time
+import codecs, hashlib, json, math, os, random, re, shutil, time, typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +17,14 @@ from .config import ConfigError
 
 # %% auto #0
 __all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'TOKENIZED_FEATURES', 'STATS',
-           'MIN_ROWS_PER_PROC', 'DataError', 'read_records', 'record_problems', 'scan_chats', 'data_fingerprint',
-           'load_chats', 'check_data', 'format_messages', 'tokenize_seed', 'assistant_char_spans', 'ends_turn',
-           'system_supported', 'fold_system', 'system_note', 'TemplateFacts', 'template_facts', 'tokenize_conversation',
-           'end_of_turn_tokens', 'stop_token_ids', 'untrained_end_of_turn', 'check_end_of_turn_trained', 'cpu_count',
-           'data_num_proc', 'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats',
-           'PadCollator', 'PackCollator', 'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget',
-           'SeededSampler', 'marked', 'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
+           'MIN_ROWS_PER_PROC', 'DataError', 'data_files', 'read_records', 'record_problems', 'scan_chats',
+           'data_fingerprint', 'DataSource', 'data_source', 'load_chats', 'check_data', 'format_messages',
+           'tokenize_seed', 'assistant_char_spans', 'ends_turn', 'system_supported', 'fold_system', 'system_note',
+           'TemplateFacts', 'template_facts', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
+           'untrained_end_of_turn', 'check_end_of_turn_trained', 'cpu_count', 'data_num_proc', 'tokenize_chats',
+           'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats', 'PadCollator', 'PackCollator', 'Datasets',
+           'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget', 'SeededSampler', 'marked',
+           'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
@@ -32,8 +33,9 @@ class DataError(ConfigError):
 MAX_PROBLEMS = 20
 ROLES = ('system', 'user', 'assistant')
 
-def _data_paths(path)->list[Path]:
-    "The data files a config names: `builtin:sample_chats`, one path, or a list of paths."
+def data_files(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+              )->list[Path]:
+    "The data files a config names: `builtin:sample_chats`, one path, or a list of paths; `DataError` for one that is missing."
     if path == 'builtin:sample_chats':
         from qlora_nb.tiny import sample_chats_path
         return [sample_chats_path()]
@@ -168,7 +170,7 @@ def record_problems(rec, # one decoded JSON record
     return probs
 
 # %% ../nbs/01_data.ipynb #acd4758d
-def scan_chats(paths:list[Path], # data files, as `_data_paths` gives them
+def scan_chats(paths:list[Path], # data files, as `data_files` gives them
                keep=None, # called with each valid record's messages ({role, content} only); None: only check
               )->tuple[int, int, list[str]]:
     "One streaming pass over the data files: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
@@ -204,7 +206,7 @@ class _Writer:
     def close(self): self.flush(); self.w.close()
 
 # %% ../nbs/01_data.ipynb #2e9dcbe0
-def data_fingerprint(paths:list[Path], # data files, as `_data_paths` gives them
+def data_fingerprint(paths:list[Path], # data files, as `data_files` gives them
                     )->str:
     "A hash of the data files' bytes and kinds, read in chunks: the identity of the data in cache keys."
     h = hashlib.sha256()
@@ -214,6 +216,21 @@ def data_fingerprint(paths:list[Path], # data files, as `_data_paths` gives them
             while chunk := f.read(1 << 20): fh.update(chunk)
         h.update(f'{p.suffix}:{fh.hexdigest()};'.encode())
     return h.hexdigest()[:24]
+
+# %% ../nbs/01_data.ipynb #d8a43a83
+@dataclass(frozen=True)
+class DataSource:
+    "A data set found once: the files a config names and the fingerprint of their bytes."
+    name: str # as the config names it (a path, a list of paths, or `builtin:sample_chats`)
+    files: tuple # the data files (`data_files`)
+    fingerprint: str # `data_fingerprint` of the files
+
+def data_source(path, # `builtin:sample_chats`, a .json/.jsonl path, a list of them, or a `DataSource` (returned as it is)
+               )->DataSource:
+    "The `DataSource` of the data a config names: its files found and hashed, once."
+    if isinstance(path, DataSource): return path
+    files = data_files(path)
+    return DataSource(str(path) if isinstance(path, (str, Path)) else ', '.join(map(str, path)), tuple(files), data_fingerprint(files))
 
 # %% ../nbs/01_data.ipynb #a2187989
 def _write_chats(paths:list[Path], out:Path)->int:
@@ -238,14 +255,14 @@ def _chats(paths:list[Path], fingerprint:str)->Dataset:
     if not out.exists(): _write_chats(paths, out)
     return Dataset.from_file(str(out))
 
-def load_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+def load_chats(path, # a `DataSource`, or what `data_source` takes
               )->Dataset:
     "The checked chats of the data file(s) at `path` as a memory-mapped `datasets.Dataset` with a `messages` column."
-    paths = _data_paths(path)
-    return _chats(paths, data_fingerprint(paths))
+    src = data_source(path)
+    return _chats(list(src.files), src.fingerprint)
 
 # %% ../nbs/01_data.ipynb #a2187990
-def check_data(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+def check_data(path, # a `DataSource`, or what `data_source` takes
               )->int:
     "Validate every record of the data file(s) at `path`; return the count, or raise `DataError` listing the problems."
     return len(load_chats(path))
@@ -582,7 +599,7 @@ def tokenized_key(data_fp:str, # `data_fingerprint` of the data files
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 # %% ../nbs/01_data.ipynb #a1b2c3d5
-def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
+def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
                     tokenizer, # the run's tokenizer
                     data:dict, # the `data` section of a resolved config
                     log=print, # called with one line: tokenized now, or found in the cache
@@ -590,8 +607,8 @@ def tokenized_chats(path, # `builtin:sample_chats`, a .json/.jsonl path, or a li
                    )->tuple[Dataset, dict]:
     "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
     from qlora_nb.tiny import cache_dir
-    paths = _data_paths(path)
-    fp = data_fingerprint(paths)
+    src = data_source(path)
+    paths, fp = list(src.files), src.fingerprint
     key = tokenized_key(fp, tokenizer, data)
     final = cache_dir()/'tokenized'/key
     if not (final/'info.json').exists():
@@ -636,26 +653,31 @@ class PackCollator:
         return {**out, 'use_cache': False}
 
 # %% ../nbs/01_data.ipynb #ec55a4c3
-def _datasets(cfg:dict, tokenizer, log)->tuple[Dataset, Dataset|None, dict]:
-    "Training rows, eval rows (or None) and the training data's counts."
-    d = cfg['data']
-    ds, stats = tokenized_chats(cfg['training_data_json_path'], tokenizer, d, log)
-    if d['eval_path'] is not None: return ds, tokenized_chats(d['eval_path'], tokenizer, d, log)[0], stats
-    if not d['eval_fraction']: return ds, None, stats
-    import numpy as np
-    perm = np.random.default_rng(cfg['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it
-    n_eval = math.ceil(d['eval_fraction'] * len(ds))
-    return ds.select(perm[n_eval:], keep_in_memory=True), ds.select(perm[:n_eval], keep_in_memory=True), stats
+class Datasets(typing.NamedTuple):
+    "What `build_datasets` gives: the training rows, the eval rows (or None), and the training data's counts."
+    train: Dataset
+    eval: Dataset | None
+    stats: dict
 
-def build_datasets(cfg:dict, # a resolved config
+def build_datasets(config:dict, # a validated config (`load_config`)
                    tokenizer, # the run's tokenizer
+                   train:DataSource|None=None, # the training data, found once (`data_source`); None: found here from the config
+                   eval:DataSource|None=None, # the eval data of `data.eval_path`, found once; None: found here when the config names one
+                   facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it (a resolved run)
                    log=print, # gets one line per data set read: tokenized now, or found in the cache
-                  )->tuple[Dataset, Dataset|None]:
-    "The tokenized training set and eval set (or None) of a resolved config."
-    return _datasets(cfg, tokenizer, log)[:2]
+                  )->Datasets:
+    "The tokenized training set, eval set (or None) and counts of a config: read once, through the cache."
+    d = config['data']
+    ds, stats = tokenized_chats(train or config['training_data_json_path'], tokenizer, d, log, facts)
+    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or d['eval_path'], tokenizer, d, log, facts)[0], stats)
+    if not d['eval_fraction']: return Datasets(ds, None, stats)
+    import numpy as np
+    perm = np.random.default_rng(config['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it
+    n_eval = math.ceil(d['eval_fraction'] * len(ds))
+    return Datasets(ds.select(perm[n_eval:], keep_in_memory=True), ds.select(perm[:n_eval], keep_in_memory=True), stats)
 
 # %% ../nbs/01_data.ipynb #5abe4282
-def collator(cfg:dict, # a resolved config
+def collator(cfg:dict, # a validated config
              tokenizer, # the run's tokenizer (its pad id pads the batches)
             ):
     "The data collator of a resolved config: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
@@ -729,14 +751,13 @@ def _token_counts(ds:Dataset)->tuple['np.ndarray', int]:
         lens.append(b['length'].to_numpy() if 'length' in b.column_names else np.array([sum(r) for r in att.to_pylist()]))
     return np.concatenate(lens), trained
 
-def inspect_report(cfg:dict, # a resolved config
+def inspect_report(cfg:dict, # a validated config
                    tokenizer, # the run's tokenizer
-                   log=print, # gets one line per data set read: tokenized now, or found in the cache
+                   sets:Datasets, # what `build_datasets` gave for `cfg`
                   )->str:
     "What a config's data looks like to the model: counts, lengths, truncation, trained share, one marked example."
     import numpy as np
-    d = cfg['data']
-    ds, ev, st = _datasets(cfg, tokenizer, log)
+    d, (ds, ev, st) = cfg['data'], sets
     lens, trained = _token_counts(ds)
     lines = [f"{cfg['training_data_json_path']}: {st['conversations']} conversations valid; {len(ds)} rows to train on"
              + (f", {len(ev)} conversations to evaluate on." if ev is not None else '; no eval set.'),
@@ -745,7 +766,6 @@ def inspect_report(cfg:dict, # a resolved config
              f"Truncation '{d['truncation']}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
              f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token.",
              f"Trained on: {trained:,} of {int(lens.sum()):,} tokens ({trained/lens.sum():.1%}).",
-             *([note] if (note := system_note(tokenizer)) else []),
              "Example (trained tokens in [[ ]]):", marked(ds[0], tokenizer)]
     return '\n'.join(lines)
 

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoTokenizer
 
 from .config import ConfigError
-from .data import end_of_turn_tokens, load_chats, stop_token_ids
-from .infer import adapter_config, merge_adapter, rel_l2
-from .model import check_model_folder, safe_model_path
+from .data import end_of_turn_tokens, load_chats
+from .infer import adapter_run, merge_adapter, rel_l2
+from .model import Run
 
 # %% auto #0
 __all__ = ['OUTTYPES', 'FAMILIES', 'READER_LIMITS', 'model_config', 'converter_class', 'inference_template', 'stage_tokenizer',
@@ -179,11 +179,10 @@ def convert_to_gguf(model_dir, # a standalone transformers model (a merged adapt
     return out
 
 # %% ../nbs/04b_export.ipynb #e816e8e5
-def stop_strings(tok, # the exported tokenizer
-                 generation_config=None, # the model's `GenerationConfig`, whose `eos_token_id` may be a list
+def stop_strings(run:Run, # the adapter's resolved run (`adapter_run`)
                 )->list[str]:
-    "The text of every token that ends a reply (`stop_token_ids`), for Ollama's `PARAMETER stop`."
-    return [tok.convert_ids_to_tokens(i) for i in stop_token_ids(tok, generation_config)]
+    "The text of every token that ends a reply (`Run.stop_token_ids`), for Ollama's `PARAMETER stop`."
+    return [run.tokenizer.convert_ids_to_tokens(i) for i in run.stop_token_ids]
 
 def modelfile_text(gguf_name:str, # the GGUF's file name, beside the Modelfile
                    stops:list[str], # the strings that end a reply
@@ -194,7 +193,7 @@ def modelfile_text(gguf_name:str, # the GGUF's file name, beside the Modelfile
     if system: lines.append(f'SYSTEM """{system}"""')
     return '\n'.join(lines) + '\n'
 
-def run_system_prompt(cfg:dict, # the resolved config of the run
+def run_system_prompt(cfg:dict, # the config of the run
                      )->str|None:
     "The system prompt every conversation of the run's training data starts with, if they all share one."
     try: ds = load_chats(cfg['training_data_json_path'])
@@ -238,15 +237,14 @@ def export_gguf(adapter_dir, # an adapter folder (a run's save_path)
     llama_quantize = check_quantize(quantize, outtype)
     out = Path(output).absolute()
     if out.is_dir(): raise ConfigError(f"{out}: is a folder; --output names the .gguf file to write.")
-    cfg = adapter_config(adapter_dir)
-    check_model_folder(adapter_dir, cfg.get('trust_remote_code', False), cfg.get('allow_pickle', False))
-    tok, base = AutoTokenizer.from_pretrained(adapter_dir), safe_model_path(cfg)
+    run = adapter_run(adapter_dir)
+    tok, base = run.tokenizer, run.model_path
     sources = (adapter_dir, base)
     check_convertible(base, tok, sources)   # before any merge work
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f'.{out.name}-', dir=out.parent) as d:
         d = Path(d)
-        merged = merge_adapter(adapter_dir, d/'merged', dtype=OUTTYPES[outtype])
+        merged = merge_adapter(adapter_dir, d/'merged', dtype=OUTTYPES[outtype], run=run)
         gg = convert_to_gguf(merged, d/out.name, outtype, tok, sources, name=out.stem)
         if llama_quantize:
             q = d/f'{out.stem}-{quantize.upper()}.gguf'
@@ -254,9 +252,7 @@ def export_gguf(adapter_dir, # an adapter folder (a run's save_path)
             if p.returncode != 0 or not q.is_file():
                 raise ConfigError(f"llama-quantize {quantize.upper()} failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
             gg = q
-        from transformers import GenerationConfig
-        gen = GenerationConfig.from_pretrained(merged) if (merged/'generation_config.json').is_file() else None
-        stops, system = stop_strings(tok, gen), system if system is not None else run_system_prompt(cfg)
+        stops, system = stop_strings(run), system if system is not None else run_system_prompt(run.config)
         (d/'Modelfile').write_text(modelfile_text(out.name, stops, system), encoding='utf-8')
         os.replace(gg, out)
         os.replace(d/'Modelfile', out.parent/'Modelfile')

@@ -4,24 +4,25 @@
 
 # %% ../nbs/04_infer.ipynb #fa2bf2e6
 from __future__ import annotations
-import json, shutil, sys, tempfile
+import copy, json, sys
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer
 from peft import PeftModel
 
-from .config import CONFIG_NAME, ConfigError, load_config
-from .data import fold_system, stop_token_ids
-from .model import _DTYPES, check_model_folder, device, load_base_model, safe_model_path
+from .config import CONFIG_NAME, ConfigError, atomic_folder, load_config
+from .data import fold_system
+from .model import DTYPES, RUN_NAME, Run, check_model_folder, linear_layers, load_base_model, resolve_run
 
 # %% auto #0
-__all__ = ['adapter_config', 'load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout', 'dequantized_base',
-           'merge_adapter', 'rel_l2']
+__all__ = ['adapter_config', 'adapter_run', 'load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout',
+           'dequantized_base', 'merge_adapter', 'rel_l2']
 
 # %% ../nbs/04_infer.ipynb #e40ff4ca
-def adapter_config(adapter_dir)->dict:
-    "The resolved qlora_nb config saved with an adapter (or, for a foreign adapter, one built from peft's)."
+def adapter_config(adapter_dir, # an adapter folder (a run's save_path), or a foreign peft adapter
+                  )->dict:
+    "The qlora_nb config saved with an adapter (or, for a foreign adapter, the default one on peft's base model)."
     d = Path(adapter_dir)
     if not (d/'adapter_config.json').is_file():
         raise ConfigError(f"{d}: not an adapter folder (no adapter_config.json); pass the save_path of a training run.")
@@ -29,30 +30,58 @@ def adapter_config(adapter_dir)->dict:
     base = json.loads((d/'adapter_config.json').read_text(encoding='utf-8'))['base_model_name_or_path']
     return load_config(overrides=[f'model_name={base}'])
 
-def load_for_inference(adapter_dir):
+def adapter_run(adapter_dir, # an adapter folder (a run's save_path), or a foreign peft adapter
+               )->Run:
+    "The resolved run of the training that made `adapter_dir`, resolved again on this machine: its saved config, the adapter's tokenizer."
+    d = Path(adapter_dir)
+    cfg = adapter_config(d)
+    check_model_folder(d, cfg['trust_remote_code'], cfg['allow_pickle'])
+    run = resolve_run(cfg, tokenizer_from=d if (d/'tokenizer_config.json').is_file() else None, data=False)
+    was = json.loads((d/RUN_NAME).read_text(encoding='utf-8')) if (d/RUN_NAME).is_file() else {}
+    for k in ('architecture', 'vocab_size', 'linear_names'):
+        if k in was and was[k] != getattr(run, k):
+            raise ConfigError(f"{d}: the adapter was trained on a base with {k.replace('_', ' ')} {was[k]}, but {cfg['model_name']} now has "
+                              f"{getattr(run, k)}; point model_name in {d/CONFIG_NAME} at the model it was trained on.")
+    return run
+
+def load_for_inference(adapter_dir, # an adapter folder (a run's save_path)
+                       run:Run|None=None, # its `adapter_run`, when the caller has it already
+                      ):
     "`(model, tokenizer)`: the 4-bit base of the run that made `adapter_dir`, with the adapter on, in eval mode."
-    cfg = adapter_config(adapter_dir)
-    check_model_folder(adapter_dir, cfg.get('trust_remote_code', False), cfg.get('allow_pickle', False))
-    tok = AutoTokenizer.from_pretrained(adapter_dir)
-    model = PeftModel.from_pretrained(load_base_model(cfg, tok), adapter_dir)
-    return model.eval(), tok
+    run = run or adapter_run(adapter_dir)
+    model = PeftModel.from_pretrained(load_base_model(run), adapter_dir)
+    return model.eval(), run.tokenizer
 
 # %% ../nbs/04_infer.ipynb #48eb787c
-def chat_messages(prompt:str, system:str|None=None, history:list|None=None)->list[dict]:
+def chat_messages(prompt:str, # the user's message
+                  system:str|None=None, # an optional system prompt
+                  history:list|None=None, # earlier turns, `{role, content}` each
+                 )->list[dict]:
     "A `messages` list: optional system prompt, earlier turns, then the user's prompt."
     return ([{'role': 'system', 'content': system}] if system else []) + list(history or []) + [{'role': 'user', 'content': prompt}]
 
 @torch.no_grad()
-def generate(model, tokenizer, messages:list[dict], max_new_tokens:int=128, stream:bool=False, **kw)->str:
-    "The assistant's reply to `messages` (greedy unless sampling arguments are given), stopped at any of `stop_token_ids`."
+def generate(model, # a causal LM (`load_for_inference`'s, whose generation config stops at the run's stop ids)
+             tokenizer, # its tokenizer, with the chat template
+             messages:list[dict], # the conversation so far, `{role, content}` each
+             max_new_tokens:int=128, # the most tokens the reply may have
+             stream:bool=False, # print the reply as it is generated
+             **kw, # more `model.generate` arguments (sampling, logits processors)
+            )->str:
+    "The assistant's reply to `messages` (greedy unless sampling arguments are given), stopped at the generation config's EOS ids."
     enc = tokenizer.apply_chat_template(fold_system(messages, tokenizer), add_generation_prompt=True, return_tensors='pt', return_dict=True).to(model.device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=kw.pop('do_sample', False), streamer=streamer,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer, model.generation_config), **kw)
+                         pad_token_id=tokenizer.pad_token_id, **kw)
     return tokenizer.decode(out[0, enc['input_ids'].shape[1]:], skip_special_tokens=True)
 
 # %% ../nbs/04_infer.ipynb #bbb3f742
-def chat_loop(model, tokenizer, system:str|None=None, max_new_tokens:int=256, inp=None)->list[dict]:
+def chat_loop(model, # as for `generate`
+              tokenizer, # as for `generate`
+              system:str|None=None, # an optional system prompt
+              max_new_tokens:int=256, # the most tokens a reply may have
+              inp=None, # where the prompts come from, a line each; None: stdin
+             )->list[dict]:
     "Read prompts line by line from `inp` (stdin), stream each reply, keep the history; return it at the end."
     inp, history = inp or sys.stdin, []
     while True:
@@ -71,60 +100,58 @@ def conv1d_layout(sd:dict, # state dict whose `quantized` weights were dequantiz
                  )->dict:
     "`sd` with the weights of `model`'s Conv1D layers (GPT-2) back in Conv1D's [in, out] layout: bitsandbytes quantizes them as `Linear4bit`, [out, in]."
     from transformers.pytorch_utils import Conv1D
-    for name, mod in model.named_modules():
+    for name, mod in linear_layers(model):
         k = f'{name}.weight'   # square layers (attention's c_proj) need it as much as the others: the shape can't tell
         if isinstance(mod, Conv1D) and k in quantized: sd[k] = sd[k].T.contiguous()
     return sd
 
-def dequantized_base(cfg:dict, tokenizer=None):
+def dequantized_base(run:Run, # the resolved run of the adapter (`adapter_run`)
+                    )->torch.nn.Module:
     "The base model as the 4-bit run computes it, as a plain float32 model: NF4 weights dequantized, the rest copied."
     import bitsandbytes as bnb
     from bitsandbytes.functional import dequantize_4bit
-    q = load_base_model(cfg, tokenizer)
-    sd = {}
-    for name, mod in q.named_modules():
-        if isinstance(mod, bnb.nn.Linear4bit): sd[f'{name}.weight'] = dequantize_4bit(mod.weight.data, mod.weight.quant_state).float().cpu()
+    q = load_base_model(run)
+    sd = {f'{name}.weight': dequantize_4bit(mod.weight.data, mod.weight.quant_state).float().cpu()
+          for name, mod in linear_layers(q) if isinstance(mod, bnb.nn.Linear4bit)}
     quantized = set(sd)
     for name, p in q.named_parameters():
         if name not in sd and not isinstance(p, bnb.nn.Params4bit): sd[name] = p.detach().float().cpu()
-    conf = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
+    conf = copy.deepcopy(run.model_config)
     conf.pad_token_id = q.config.pad_token_id
     conf.vocab_size = q.get_input_embeddings().weight.shape[0]   # a pad token added to the tokenizer (`02_model.pad_token_choice`)
-    m = AutoModelForCausalLM.from_config(conf, dtype=torch.float32, trust_remote_code=cfg.get('trust_remote_code', False))
+    m = AutoModelForCausalLM.from_config(conf, dtype=torch.float32, trust_remote_code=run.config['trust_remote_code'])
     n = q.get_input_embeddings().weight.shape[0]
     if m.get_input_embeddings().weight.shape[0] != n: m.resize_token_embeddings(n)
     missing, unexpected = m.load_state_dict(conv1d_layout(sd, m, quantized), strict=False)
     tied = {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}  # loaded with their source
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ConfigError(f"{cfg['model_name']}: the 4-bit model's weights do not fit a plain {type(m).__name__} (missing: "
+        raise ConfigError(f"{run.config['model_name']}: the 4-bit model's weights do not fit a plain {type(m).__name__} (missing: "
                           f"{', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'}), so it cannot be merged; "
                           "use the adapter with its 4-bit base instead (qlora-nb generate / chat, or peft's PeftModel).")
     m.generation_config = q.generation_config
     return m.eval()
 
-def merge_adapter(adapter_dir, output_dir, dtype:str='bfloat16')->Path:
+def merge_adapter(adapter_dir, # an adapter folder (a run's save_path)
+                  output_dir, # the folder for the merged model: new, or empty
+                  dtype:str='bfloat16', # the merged weights' dtype: a name of `DTYPES`
+                  run:Run|None=None, # the adapter's `adapter_run`, when the caller has it already
+                 )->Path:
     "Merge `adapter_dir` into its dequantized NF4 base; save a standalone `dtype` model + tokenizer into `output_dir`."
     out = Path(output_dir).absolute()
     if out.exists() and any(out.iterdir()): raise ConfigError(f"{out}: the output folder is not empty; choose a new --output folder.")
-    if dtype not in ('bfloat16', 'float16', 'float32'): raise ConfigError(f"--dtype {dtype}: use bfloat16, float16 or float32.")
-    cfg = adapter_config(adapter_dir)
-    check_model_folder(adapter_dir, cfg.get('trust_remote_code', False), cfg.get('allow_pickle', False))
-    tok = AutoTokenizer.from_pretrained(adapter_dir)
-    merged = PeftModel.from_pretrained(dequantized_base(cfg, tok), adapter_dir).merge_and_unload().to(_DTYPES[dtype])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}-', dir=out.parent))
-    try:
+    if dtype not in DTYPES: raise ConfigError(f"--dtype {dtype}: use {', '.join(DTYPES)}.")
+    run = run or adapter_run(adapter_dir)
+    merged = PeftModel.from_pretrained(dequantized_base(run), adapter_dir).merge_and_unload().to(DTYPES[dtype])
+    with atomic_folder(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if out.exists(): out.rmdir()
-        tmp.rename(out)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        run.tokenizer.save_pretrained(tmp)
     return out
 
 # %% ../nbs/04_infer.ipynb #369c12da
 @torch.no_grad()
-def rel_l2(a:torch.Tensor, b:torch.Tensor)->float:
+def rel_l2(a:torch.Tensor, # the reference
+           b:torch.Tensor)->float:
     "Relative L2 difference ‖a − b‖ / ‖a‖, in float32."
     a, b = a.float(), b.float()
     return ((a - b).norm() / a.norm()).item()

@@ -173,7 +173,8 @@ def enable_chunked_loss(model, # a transformers causal LM, or a peft model aroun
     return model
 
 # %% ../nbs/02b_loss.ipynb #c9a0caa1
-def apply_loss_config(model, cfg:dict):
-    "`enable_chunked_loss` with a resolved config's `training.chunked_loss` and `training.loss_chunk_mb`; return `model`."
-    tr = cfg['training']
-    return enable_chunked_loss(model, tr.get('chunked_loss', 'auto'), tr.get('loss_chunk_mb', CHUNK_MB))
+def apply_loss_config(model, # a transformers causal LM, or a peft model around one
+                      training:dict, # the `training` section of a validated config
+                     ):
+    "`enable_chunked_loss` with the config's `training.chunked_loss` and `training.loss_chunk_mb`; return `model`."
+    return enable_chunked_loss(model, training['chunked_loss'], training['loss_chunk_mb'])

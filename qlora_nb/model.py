@@ -4,22 +4,25 @@
 
 # %% ../nbs/02_model.ipynb #c2b76430
 from __future__ import annotations
-import json, os, sys
+import dataclasses, json, os, sys, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from .config import ConfigError
-from .data import check_end_of_turn_trained, end_of_turn_tokens, token_budget
+from .data import (DataSource, TemplateFacts, check_end_of_turn_trained, data_source, end_of_turn_tokens, stop_token_ids,
+                           system_note, template_facts, token_budget)
 
 # %% auto #0
-__all__ = ['model_path', 'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process',
-           'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'quantization_config',
-           'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'linear_module_names', 'check_target_modules',
-           'activation_bytes', 'free_memory', 'batch_tokens', 'needs_checkpointing', 'resolve_checkpointing',
-           'lora_targets', 'lora_config', 'load_base_model', 'upcast_unquantized', 'load_model']
+__all__ = ['DTYPES', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device',
+           'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'mixed_precision',
+           'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers',
+           'linear_module_names', 'check_target_modules', 'lora_targets', 'activation_bytes', 'free_memory',
+           'batch_tokens', 'needs_checkpointing', 'checkpointing', 'Run', 'resolve_run', 'run_report',
+           'quantization_config', 'lora_config', 'load_base_model', 'load_model']
 
 # %% ../nbs/02_model.ipynb #7be1e7db
 def model_path(name:str)->str:
@@ -89,15 +92,17 @@ def check_model_folder(path, # a local model, tokenizer or adapter folder
         raise ConfigError(f"{d}: the weights are pickle files ({', '.join(pick)}), which can run code when loaded; "
                           "convert them to safetensors, or set allow_pickle: true in the config if you trust their author.")
 
-def safe_model_path(cfg:dict)->str:
-    "`model_path` of a config's `model_name`, after `check_model_folder` with the config's switches."
-    p = check_model_name(model_path(cfg['model_name']), cfg.get('trust_remote_code', False))
-    check_model_folder(p, cfg.get('trust_remote_code', False), cfg.get('allow_pickle', False))
+def safe_model_path(cfg:dict, # a validated config
+                   )->str:
+    "`model_path` of a config's `model_name`, after `check_model_name` and `check_model_folder` with the config's switches."
+    p = check_model_name(model_path(cfg['model_name']), cfg['trust_remote_code'])
+    check_model_folder(p, cfg['trust_remote_code'], cfg['allow_pickle'])
     return p
 
-def load_kw(cfg:dict)->dict:
+def load_kw(cfg:dict, # a validated config
+           )->dict:
     "The safety arguments every `from_pretrained` of a config gets."
-    return dict(trust_remote_code=cfg.get('trust_remote_code', False), use_safetensors=not cfg.get('allow_pickle', False))
+    return dict(trust_remote_code=cfg['trust_remote_code'], use_safetensors=not cfg['allow_pickle'])
 
 # %% ../nbs/02_model.ipynb #d365f51e
 def device()->torch.device:
@@ -112,7 +117,7 @@ def is_main_process()->bool:
 def quiet_replica():
     "In a process other than the main one, turn off progress bars and warnings: the main process shows them."
     if is_main_process(): return
-    import warnings, datasets
+    import datasets
     from transformers.utils import logging as hf_logging
     warnings.simplefilter('ignore'); hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error(); datasets.disable_progress_bars()
 
@@ -124,25 +129,38 @@ def bf16_supported()->bool:
     "Whether this process's device computes in bfloat16."
     return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else True
 
-_DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16, float32=torch.float32)
+DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16, float32=torch.float32)  # config names -> torch dtypes, for every module
 
-def compute_dtype(cfg:dict, bf16_ok:bool|None=None)->torch.dtype:
-    "The 4-bit layers' compute dtype: the configured one, or for `auto` bf16 where supported (`bf16_ok`, detected unless given), else fp16."
-    name = cfg['quantization'].get('bnb_4bit_compute_dtype', 'float32')
-    if name == 'auto': return torch.bfloat16 if (bf16_supported() if bf16_ok is None else bf16_ok) else torch.float16
-    return _DTYPES[name]
+def compute_dtype(setting:str, # `quantization.bnb_4bit_compute_dtype`: a name of `DTYPES`, or 'auto'
+                  bf16_ok:bool, # whether this device computes in bfloat16 (`bf16_supported`)
+                 )->torch.dtype:
+    "The 4-bit layers' compute dtype: the configured one, or for `auto` bf16 where supported, else fp16."
+    if setting == 'auto': return torch.bfloat16 if bf16_ok else torch.float16
+    return DTYPES[setting]
 
-# %% ../nbs/02_model.ipynb #63d6467e
-def quantization_config(cfg:dict)->BitsAndBytesConfig:
-    "The `BitsAndBytesConfig` of a resolved config, with `auto` dtypes resolved for this device."
-    q = {k: v for k, v in cfg['quantization'].items() if k != 'upcast_unquantized'}   # ours, not bitsandbytes'
-    q['bnb_4bit_compute_dtype'] = compute_dtype(cfg)
-    if q.get('bnb_4bit_quant_storage') in _DTYPES: q['bnb_4bit_quant_storage'] = _DTYPES[q['bnb_4bit_quant_storage']]
-    if fsdp_enabled():  # FSDP shards flat tensors of one dtype: the packed 4-bit weights must be stored in the compute dtype
-        q.setdefault('bnb_4bit_quant_storage', q['bnb_4bit_compute_dtype'])
-        if q['bnb_4bit_quant_storage'] != q['bnb_4bit_compute_dtype']:
-            raise ConfigError(f"quantization.bnb_4bit_quant_storage is {q['bnb_4bit_quant_storage']}, but FSDP needs it to match the compute dtype {q['bnb_4bit_compute_dtype']}; remove the key (it then follows the compute dtype).")
-    return BitsAndBytesConfig(**q)
+# %% ../nbs/02_model.ipynb #4ad1e114
+def mixed_precision(training:dict, # the `training` section of a validated config
+                    dtype:torch.dtype, # the compute dtype (`compute_dtype`)
+                    on_cpu:bool, # whether this run is on the CPU
+                    bf16_ok:bool, # whether the device computes in bfloat16
+                   )->str:
+    "The Trainer's mixed precision, 'bf16', 'fp16' or 'no': explicit `bf16`/`fp16` flags where they can run, else `mixed_precision` (`auto`: match the compute dtype)."
+    if 'bf16' in training or 'fp16' in training: bf16, fp16 = bool(training.get('bf16')), bool(training.get('fp16'))  # TrainingArguments' flags: either may be absent
+    else:
+        mp = training['mixed_precision']
+        if mp == 'auto': mp = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype, 'no')
+        bf16, fp16 = mp == 'bf16', mp == 'fp16'
+    if fp16 and on_cpu:
+        raise ConfigError("training.fp16 is true, but fp16 mixed precision needs a GPU and this run is on the CPU; "
+                          "set training.fp16=false and training.bf16=true (the CPU computes in bfloat16).")
+    if (bf16 or dtype == torch.bfloat16) and not bf16_ok:
+        raise ConfigError("bfloat16 is asked for (quantization.bnb_4bit_compute_dtype or training.bf16), but this GPU has no bfloat16; "
+                          "set quantization.bnb_4bit_compute_dtype=auto and training.mixed_precision=auto (float16 with fp32 adapters), "
+                          "removing training.bf16/fp16.")
+    if fp16 and dtype != torch.float16 or bf16 and dtype != torch.bfloat16:
+        warnings.warn(f"training.{'fp16' if fp16 else 'bf16'} mixed precision over a {str(dtype)[6:]} compute dtype converts between "
+                      "two formats at every layer; set training.mixed_precision=auto (and drop training.bf16/fp16) to use one.")
+    return 'bf16' if bf16 else 'fp16' if fp16 else 'no'
 
 # %% ../nbs/02_model.ipynb #c5279a19
 def _never_trained(tokenizer)->set[str]:
@@ -170,15 +188,17 @@ def set_pad_token(tokenizer, policy:str='distinct'):
     else: tokenizer.pad_token = t
     return tokenizer
 
-def load_tokenizer(cfg:dict):
-    "The run's tokenizer, with its pad token set by `tokenizer.pad_token`."
-    t = AutoTokenizer.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
+def load_tokenizer(path, # a checked model folder (`safe_model_path`), or an adapter folder, whose tokenizer has its pad token already
+                   cfg:dict, # a validated config
+                  ):
+    "The run's tokenizer, checked (an EOS token; a chat template that trains its end of turn), with its pad token set by `tokenizer.pad_token`."
+    t = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg['trust_remote_code'])
     if t.eos_token is None: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no EOS token, so a fine-tuned model could not learn to stop; use a chat model's tokenizer.")
     if cfg['data']['format'] == 'chat_template':
         if not t.chat_template: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no chat template; use a chat (instruct) model, or set data.format=seed for the seed recipe's plain format.")
         check_end_of_turn_trained(t, cfg['model_name'])
     n = len(t)
-    set_pad_token(t, cfg['tokenizer'].get('pad_token', 'distinct'))
+    set_pad_token(t, cfg['tokenizer']['pad_token'])
     if len(t) > n and is_main_process():
         print(f"{cfg['model_name']}: the vocabulary has no token that can pad without being trained on, so {t.pad_token!r} is added "
               f"(id {t.pad_token_id}); the adapter holds LoRA weights only and loads with plain peft, but before feeding padded "
@@ -186,22 +206,37 @@ def load_tokenizer(cfg:dict):
     return t
 
 # %% ../nbs/02_model.ipynb #a430368e
-def linear_module_names(cfg:dict)->list[str]:
-    "Short names of the linear layers (and GPT-2's Conv1D) of the configured model, read from its config alone (no weights)."
+def model_skeleton(model_config, # a transformers model config (`AutoConfig.from_pretrained`)
+                   trust_remote_code:bool=False)->torch.nn.Module:
+    "The causal LM of `model_config` on the `meta` device: its modules and shapes, no weights, no memory."
     from accelerate import init_empty_weights
-    mc = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
-    with init_empty_weights(): m = AutoModelForCausalLM.from_config(mc, trust_remote_code=cfg.get('trust_remote_code', False))
-    from transformers.pytorch_utils import Conv1D   # GPT-2's linear layers, weights stored transposed
-    out = m.get_output_embeddings()
-    return sorted({n.split('.')[-1] for n, mod in m.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out})
+    with init_empty_weights(): return AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
 
-def check_target_modules(cfg:dict):
+def linear_layers(model:torch.nn.Module, # a model: a skeleton, a 4-bit model, a peft model
+                 )->list[tuple[str, torch.nn.Module]]:
+    "`(name, module)` of `model`'s linear layers — `nn.Linear` and its 4-bit subclass, GPT-2's `Conv1D` — the output head left out."
+    from transformers.pytorch_utils import Conv1D   # GPT-2's linear layers, weights stored transposed
+    out = model.get_output_embeddings()
+    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out]
+
+def linear_module_names(model:torch.nn.Module)->list[str]:
+    "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
+    return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
+
+def check_target_modules(want, # `lora.target_modules`: a name, a list of names, 'all-linear' or None
+                         have:list[str], # `linear_module_names` of the model
+                         name:str='the model', # the model, as the error names it
+                        ):
     "Refuse `lora.target_modules` names the model lacks, naming the ones it has."
-    want = cfg['lora'].get('target_modules')
     if want is None or want == 'all-linear': return
-    have = linear_module_names(cfg)
     missing = [t for t in ([want] if isinstance(want, str) else want) if t not in have]
-    if missing: raise ConfigError(f"lora.target_modules: {cfg['model_name']} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+    if missing: raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+
+def lora_targets(want, # `lora.target_modules`
+                 have:list[str], # `linear_module_names` of the model
+                )->list[str]|str|None:
+    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — are left out."
+    return have if want == 'all-linear' else want
 
 # %% ../nbs/02_model.ipynb #ea4ff01f
 def activation_bytes(model_config, # a transformers model config (hidden_size, intermediate_size, num_hidden_layers, vocab_size)
@@ -217,59 +252,159 @@ def free_memory()->int:
     try: return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
     except (ValueError, OSError): return 8 * 2**30
 
-def batch_tokens(cfg:dict)->int:
+def batch_tokens(cfg:dict, # a validated config
+                )->int:
     "Most padded tokens one training batch of a config can hold."
-    return token_budget(cfg) or cfg['training'].get('per_device_train_batch_size', 8) * cfg['data']['max_length']
+    return token_budget(cfg) or cfg['training']['per_device_train_batch_size'] * cfg['data']['max_length']
 
 def needs_checkpointing(model_config, tokens:int, free:int)->bool:
     "Whether a batch of `tokens` would take more than half of `free` bytes without gradient checkpointing."
     return activation_bytes(model_config, tokens) > free / 2
 
-def resolve_checkpointing(cfg:dict)->dict:
-    "The config with `training.gradient_checkpointing: auto` decided for this model, batch and device."
-    if cfg['training'].get('gradient_checkpointing') != 'auto': return cfg
-    mc = AutoConfig.from_pretrained(safe_model_path(cfg), trust_remote_code=cfg.get('trust_remote_code', False))
-    need = needs_checkpointing(getattr(mc, 'text_config', mc), batch_tokens(cfg), free_memory())
-    return {**cfg, 'training': {**cfg['training'], 'gradient_checkpointing': need}}
+def checkpointing(cfg:dict, # a validated config
+                  model_config, # the model's transformers config (a multimodal model's text config is used)
+                  free:int|None=None, # bytes free for training; None: `free_memory()`
+                 )->bool:
+    "Whether this run checkpoints activations: `training.gradient_checkpointing`, `auto` decided for this model, batch and device."
+    tr = cfg['training']   # TrainingArguments' key, under its transformers 5 name or the seed's; the presets set the seed's
+    v = tr.get('activation_checkpointing', tr.get('gradient_checkpointing', False))
+    if v != 'auto': return bool(v)
+    return needs_checkpointing(getattr(model_config, 'text_config', model_config), batch_tokens(cfg), free_memory() if free is None else free)
+
+# %% ../nbs/02_model.ipynb #c8b434a8
+RUN_NAME = 'qlora_nb_run.json'   # the resolved run, saved beside the adapter
+
+@dataclass
+class Run:
+    "Everything a run decides before it reads data or loads weights, decided once by `resolve_run`; the steps below take it and decide nothing again."
+    config: dict # the validated config, as written: `auto` kept (the fields below say what it became on this machine)
+    model_path: str # what `from_pretrained` gets, checked once (`safe_model_path`)
+    architecture: str # the class `AutoModelForCausalLM` builds, e.g. LlamaForCausalLM
+    vocab_size: int # rows of the model's embeddings, as its config has them
+    linear_names: list # short names of the model's linear layers (`linear_module_names`)
+    lora_targets: list|str|None # `lora.target_modules` as peft gets it (`lora_targets`)
+    tokenizer_size: int # tokens of the tokenizer, an added pad token included
+    pad_token: str # pads batches; never a training target
+    pad_token_id: int
+    eos_token: str
+    end_of_turn: list # the tokens the chat template writes after a reply (`end_of_turn_tokens`)
+    stop_token_ids: list # the ids generation stops at (`stop_token_ids`)
+    template: TemplateFacts|None # the chat template's facts tokenizing depends on; None on the seed's format
+    system_note: str|None # how system turns are handled, when the template refuses them (`system_note`)
+    device: str # this process's device
+    compute_dtype: str # the 4-bit layers' compute dtype, a name of `DTYPES`
+    mixed_precision: str # the Trainer's: 'bf16', 'fp16' or 'no'
+    gradient_checkpointing: bool
+    upcast_unquantized: bool # whether the weights left unquantized are cast to fp32
+    fsdp: bool # whether this process runs under accelerate's FSDP
+    train_data: DataSource|None # the training data, found and hashed once; None for an adapter's run (inference)
+    eval_data: DataSource|None # the data of `data.eval_path`, if any
+    tokenizer: object = field(default=None, repr=False, compare=False) # the tokenizer, loaded once, pad token set; not saved
+    model_config: object = field(default=None, repr=False, compare=False) # the model's transformers config; not saved
+    generation_config: object = field(default=None, repr=False, compare=False) # the model's generation config, if it has one; not saved
+
+    @property
+    def dtype(self)->torch.dtype: return DTYPES[self.compute_dtype]
+
+    def to_dict(self)->dict:
+        "The run's facts as plain JSON values, the loaded objects left out: what `qlora_nb_run.json` holds."
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ('tokenizer', 'model_config', 'generation_config')}
+        plain = lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o)
+        return json.loads(json.dumps(d, default=plain, ensure_ascii=False))
+
+# %% ../nbs/02_model.ipynb #885ffe72
+def resolve_run(cfg:dict, # a validated config (`load_config`)
+                tokenizer_from=None, # the folder to load the tokenizer from: an adapter's; None: the model's
+                data:bool=True, # find and hash the data files (training, inspect); False: an adapter's run (inference)
+               )->Run:
+    "Decide everything about a run once: the model folder, architecture, linear layers, tokens and template, device and precision, checkpointing, the data files."
+    path = safe_model_path(cfg)   # a wrong model name fails before anything is loaded or read
+    trc = cfg['trust_remote_code']
+    mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
+    skeleton = model_skeleton(mc, trc)
+    have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
+    check_target_modules(want, have, cfg['model_name'])
+    tok = load_tokenizer(tokenizer_from or path, cfg)
+    try: gen = GenerationConfig.from_pretrained(path)
+    except OSError: gen = None   # a model without generation_config.json
+    dev = device(); on_cpu = dev.type == 'cpu'
+    bf16_ok = on_cpu or bf16_supported()
+    dt, fsdp = compute_dtype(cfg['quantization']['bnb_4bit_compute_dtype'], bf16_ok), fsdp_enabled()
+    chat = cfg['data']['format'] == 'chat_template'
+    upcast = cfg['quantization']['upcast_unquantized']
+    return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
+               vocab_size=skeleton.get_input_embeddings().weight.shape[0], linear_names=have, lora_targets=lora_targets(want, have),
+               tokenizer_size=len(tok), pad_token=tok.pad_token, pad_token_id=tok.pad_token_id, eos_token=tok.eos_token,
+               end_of_turn=end_of_turn_tokens(tok) if chat else [], stop_token_ids=stop_token_ids(tok, gen) if chat else
+               list(dict.fromkeys([tok.eos_token_id, *([g] if isinstance(g := getattr(gen, 'eos_token_id', None), int) else g or [])])),
+               template=template_facts(tok) if chat else None, system_note=system_note(tok) if chat else None,
+               device=str(dev), compute_dtype=str(dt).removeprefix('torch.'), mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok),
+               gradient_checkpointing=checkpointing(cfg, mc),
+               upcast_unquantized=False if fsdp else (dt == torch.float16 if upcast == 'auto' else bool(upcast)),  # FSDP: one dtype per flat tensor
+               fsdp=fsdp, train_data=data_source(cfg['training_data_json_path']) if data else None,
+               eval_data=data_source(cfg['data']['eval_path']) if data and cfg['data']['eval_path'] is not None else None,
+               tokenizer=tok, model_config=mc, generation_config=gen)
+
+# %% ../nbs/02_model.ipynb #c9913cd6
+def run_report(run:Run)->str:
+    "What `qlora-nb inspect` says about a resolved run: the model, its tokens and template, the adapters, device and precision."
+    tok, c = run.tokenizer, run.config
+    name = lambda i: repr(tok.convert_ids_to_tokens(i))
+    t = run.template
+    lines = [f"Model {c['model_name']}" + (f" ({run.model_path})" if run.model_path != c['model_name'] else '') + f": {run.architecture}, "
+             f"{run.vocab_size:,} embedding rows, tokenizer of {run.tokenizer_size:,} tokens.",
+             f"Tokens: pad {run.pad_token!r} (id {run.pad_token_id}), EOS {run.eos_token!r}, end of turn "
+             f"{', '.join(run.end_of_turn) or '(none: EOS is appended to the last reply)'}; generation stops at {', '.join(map(name, run.stop_token_ids))}.",
+             *([f"Template: {'{% generation %} markers give the assistant mask' if t.generation_markers else 'replies found by rendering prefixes'}; "
+                f"{'it writes end-of-turn text after a reply' if t.ends_turn else 'it writes nothing after a reply, so EOS is appended'}."] if t else []),
+             *([run.system_note] if run.system_note else []),
+             "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
+             + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',
+             f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
+             f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"
+             + (', FSDP' if run.fsdp else '') + '.']
+    for what, src in (('Training data', run.train_data), ('Eval data', run.eval_data)):
+        if src: lines.append(f"{what}: {src.name} ({len(src.files)} file{'s' * (len(src.files) > 1)}, fingerprint {src.fingerprint}).")
+    return '\n'.join(lines)
+
+# %% ../nbs/02_model.ipynb #63d6467e
+def quantization_config(run:Run)->BitsAndBytesConfig:
+    "The `BitsAndBytesConfig` of a resolved run: its compute dtype, and under FSDP the 4-bit storage in that dtype."
+    q = {k: v for k, v in run.config['quantization'].items() if k != 'upcast_unquantized'}   # ours, not bitsandbytes'
+    q['bnb_4bit_compute_dtype'] = run.dtype
+    if q.get('bnb_4bit_quant_storage') in DTYPES: q['bnb_4bit_quant_storage'] = DTYPES[q['bnb_4bit_quant_storage']]  # bitsandbytes' key, optional
+    if run.fsdp:  # FSDP shards flat tensors of one dtype: the packed 4-bit weights must be stored in the compute dtype
+        q.setdefault('bnb_4bit_quant_storage', run.dtype)
+        if q['bnb_4bit_quant_storage'] != run.dtype:
+            raise ConfigError(f"quantization.bnb_4bit_quant_storage is {q['bnb_4bit_quant_storage']}, but FSDP needs it to match the compute dtype {run.dtype}; remove the key (it then follows the compute dtype).")
+    return BitsAndBytesConfig(**q)
 
 # %% ../nbs/02_model.ipynb #3ffbb147
-def lora_targets(cfg:dict)->list[str]|str:
-    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers (`linear_module_names`), so MoE experts — fused weight tensors, not linear layers — are left out."
-    want = cfg['lora'].get('target_modules')
-    return linear_module_names(cfg) if want == 'all-linear' else want
-
-def lora_config(cfg:dict)->LoraConfig:
-    "The `LoraConfig` of a resolved config, its targets resolved by `lora_targets`."
-    lc = cfg['lora']
+def lora_config(run:Run)->LoraConfig:
+    "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`)."
+    lc = run.config['lora']   # peft's section: its optional keys are read with .get
     if lc.get('target_parameters') and lc.get('lora_dropout'):
         raise ConfigError(f"lora.target_parameters ({', '.join(lc['target_parameters'])}) adapts weight tensors such as MoE experts, "
                           f"which peft does without dropout, but lora.lora_dropout is {lc['lora_dropout']}; set lora.lora_dropout=0.")
-    return LoraConfig(**{**lc, 'target_modules': lora_targets(cfg)})
+    return LoraConfig(**{**lc, 'target_modules': run.lora_targets})
 
-def load_base_model(cfg:dict, tokenizer=None):
-    "The frozen 4-bit base model of a resolved config, on this process's device."
-    m = AutoModelForCausalLM.from_pretrained(safe_model_path(cfg), quantization_config=quantization_config(cfg),
-                                             device_map={'': device()}, dtype=compute_dtype(cfg), **load_kw(cfg))
-    if tokenizer is not None and len(tokenizer) > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(len(tokenizer))
-    if tokenizer is not None: m.config.pad_token_id = m.generation_config.pad_token_id = tokenizer.pad_token_id
+def load_base_model(run:Run)->torch.nn.Module:
+    "The frozen 4-bit base model of a resolved run, on its device, with room for the run's tokenizer and its pad id."
+    m = AutoModelForCausalLM.from_pretrained(run.model_path, quantization_config=quantization_config(run),
+                                             device_map={'': run.device}, dtype=run.dtype, **load_kw(run.config))
+    if run.tokenizer_size > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(run.tokenizer_size)
+    m.config.pad_token_id = m.generation_config.pad_token_id = run.pad_token_id
+    m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
     return m
 
-def upcast_unquantized(cfg:dict)->bool:
-    "Whether this run casts the unquantized weights to fp32: `quantization.upcast_unquantized` (`auto`: only under float16 compute), never under FSDP."
-    if fsdp_enabled(): return False   # FSDP flattens a layer's parameters into one tensor of one dtype, adapters included
-    v = cfg['quantization'].get('upcast_unquantized', True)
-    return compute_dtype(cfg) == torch.float16 if v == 'auto' else bool(v)
-
-def load_model(cfg:dict, tokenizer=None):
+def load_model(run:Run)->torch.nn.Module:
     "The 4-bit base model with fresh LoRA adapters, ready to train."
-    check_target_modules(cfg)
-    cfg = resolve_checkpointing(cfg)
-    m = load_base_model(cfg, tokenizer)
-    tr = cfg['training']
-    gc = bool(tr.get('gradient_checkpointing', tr.get('activation_checkpointing')))
-    kw = tr.get('gradient_checkpointing_kwargs') or tr.get('activation_checkpointing_kwargs') or {'use_reentrant': False}
-    if upcast_unquantized(cfg): m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=kw)
+    m = load_base_model(run)
+    tr = run.config['training']
+    kw = tr.get('activation_checkpointing_kwargs') or tr.get('gradient_checkpointing_kwargs') or {'use_reentrant': False}
+    gc = run.gradient_checkpointing
+    if run.upcast_unquantized: m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=kw)
     else:  # the same steps without the fp32 upcast
         for p in m.parameters(): p.requires_grad_(False)
         if gc: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw); m.enable_input_require_grads()
-    return get_peft_model(m, lora_config(cfg), autocast_adapter_dtype=not fsdp_enabled())   # FSDP: adapters in the compute dtype too
+    return get_peft_model(m, lora_config(run), autocast_adapter_dtype=not run.fsdp)   # FSDP: adapters in the compute dtype too

@@ -15,6 +15,8 @@ from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, pr
 from transformers import PreTrainedTokenizerFast, LlamaTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
+from .config import atomic_folder
+
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHATML_TOKENS', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path',
@@ -174,14 +176,7 @@ def built_once(out:Path, # the folder to fill
               )->Path:
     "`out`, built by `build` on first use into a temporary folder that is then renamed, so no process sees half a folder."
     if (out/'config.json').exists(): return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix='.building-', dir=out.parent))
-    try:
-        build(tmp)
-        try: tmp.rename(out)
-        except OSError:  # another process finished first
-            if not (out/'config.json').exists(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(out) as tmp: build(tmp)   # another process that finished first wins; its folder is the same
     return out
 
 def tiny_model_dir(**kwargs)->Path:

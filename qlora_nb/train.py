@@ -11,40 +11,17 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .config import ConfigError, save_config, load_config
-from .data import system_note, TokenBudgetBatchSampler, build_datasets, check_data, collator, token_budget
+from .config import ConfigError, atomic_folder, own_defaults, save_config, load_config
+from .data import TokenBudgetBatchSampler, build_datasets, collator, token_budget
 from .loss import apply_loss_config
-from .model import bf16_supported, check_target_modules, compute_dtype, device, load_model, load_tokenizer, quiet_replica, safe_model_path, resolve_checkpointing
+from .model import RUN_NAME, Run, load_model, quiet_replica, resolve_run
 
 
 # %% auto #0
-__all__ = ['COMPLETE', 'LOCK_NAME', 'precision_flags', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint',
-           'mark_complete', 'CheckpointKeeper', 'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal',
-           'nonfinite_advice', 'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot',
-           'save_adapter', 'losses', 'train']
-
-# %% ../nbs/03_train.ipynb #6e40da82
-def precision_flags(cfg:dict, on_cpu:bool|None=None, bf16_ok:bool|None=None)->dict:
-    "The `bf16`/`fp16`/`use_cpu` flags of `TrainingArguments`, consistent with the compute dtype (device detected unless given)."
-    on_cpu = device().type == 'cpu' if on_cpu is None else on_cpu
-    bf16_ok = (on_cpu or bf16_supported()) if bf16_ok is None else bf16_ok
-    tr, dt = cfg['training'], compute_dtype(cfg, bf16_ok)
-    if 'bf16' in tr or 'fp16' in tr: bf16, fp16 = bool(tr.get('bf16')), bool(tr.get('fp16'))
-    else:
-        mp = tr.get('mixed_precision', 'auto')
-        if mp == 'auto': mp = {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dt, 'no')
-        bf16, fp16 = mp == 'bf16', mp == 'fp16'
-    if fp16 and on_cpu:
-        raise ConfigError("training.fp16 is true, but fp16 mixed precision needs a GPU and this run is on the CPU; "
-                          "set training.fp16=false and training.bf16=true (the CPU computes in bfloat16).")
-    if (bf16 or dt == torch.bfloat16) and not bf16_ok:
-        raise ConfigError("bfloat16 is asked for (quantization.bnb_4bit_compute_dtype or training.bf16), but this GPU has no bfloat16; "
-                          "set quantization.bnb_4bit_compute_dtype=auto and training.mixed_precision=auto (float16 with fp32 adapters), "
-                          "removing training.bf16/fp16.")
-    if fp16 and dt != torch.float16 or bf16 and dt != torch.bfloat16:
-        warnings.warn(f"training.{'fp16' if fp16 else 'bf16'} mixed precision over a {str(dt)[6:]} compute dtype converts between "
-                      "two formats at every layer; set training.mixed_precision=auto (and drop training.bf16/fp16) to use one.")
-    return dict(bf16=bf16, fp16=fp16, use_cpu=on_cpu)
+__all__ = ['COMPLETE', 'LOCK_NAME', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint', 'mark_complete',
+           'CheckpointKeeper', 'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice',
+           'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot', 'save_adapter', 'losses',
+           'train']
 
 # %% ../nbs/03_train.ipynb #286d2b91
 def fp32_trainable(model)->int:
@@ -55,18 +32,23 @@ def fp32_trainable(model)->int:
     return n
 
 # %% ../nbs/03_train.ipynb #1747e65e
-def training_args(cfg:dict, **kw)->TrainingArguments:
-    "`TrainingArguments` of a resolved config (`kw` overrides, e.g. for tests)."
-    cfg = resolve_checkpointing(cfg)
-    tr = {k: v for k, v in cfg['training'].items() if k not in ('mixed_precision', 'bf16', 'fp16', 'chunked_loss', 'loss_chunk_mb')}
+def training_args(run:Run, # a resolved run
+                  **kw, # `TrainingArguments` fields that win over the config's (tests, notebooks)
+                 )->TrainingArguments:
+    "`TrainingArguments` of a resolved run: the config's `training` fields, with precision and checkpointing as the run decided them."
+    cfg = run.config
+    decided = ('bf16', 'fp16', 'gradient_checkpointing', 'activation_checkpointing')   # in `run.mixed_precision`, `run.gradient_checkpointing`
+    tr = {k: v for k, v in cfg['training'].items() if k not in own_defaults('training') and k not in decided}
     if cfg['data']['format'] != 'seed': tr.setdefault('train_sampling_strategy', 'group_by_length')
-    # The seed's `gradient_checkpointing` is called `activation_checkpointing` in transformers 5.
-    for old, new in (('gradient_checkpointing', 'activation_checkpointing'), ('gradient_checkpointing_kwargs', 'activation_checkpointing_kwargs')):
-        if old in tr: tr.setdefault(new, tr.pop(old))
-    if tr.get('activation_checkpointing'): tr.setdefault('activation_checkpointing_kwargs', {'use_reentrant': False})
+    # The seed's `gradient_checkpointing_kwargs` is called `activation_checkpointing_kwargs` in transformers 5.
+    if 'gradient_checkpointing_kwargs' in tr: tr.setdefault('activation_checkpointing_kwargs', tr.pop('gradient_checkpointing_kwargs'))
+    tr['activation_checkpointing'] = run.gradient_checkpointing
+    if run.gradient_checkpointing: tr.setdefault('activation_checkpointing_kwargs', {'use_reentrant': False})
+    if cfg['data']['eval_path'] is not None or cfg['data']['eval_fraction']: tr.setdefault('eval_strategy', 'steps')
     tr.setdefault('ddp_find_unused_parameters', False)  # every adapter takes part in every step (`06_distributed`)
-    if device().type == 'cpu' and int(os.environ.get('WORLD_SIZE', 1)) > 1: tr.setdefault('ddp_backend', 'gloo')
-    try: return TrainingArguments(output_dir=cfg['result_path'], **{**tr, **precision_flags(cfg), **kw})
+    if run.device == 'cpu' and int(os.environ.get('WORLD_SIZE', 1)) > 1: tr.setdefault('ddp_backend', 'gloo')
+    flags = dict(bf16=run.mixed_precision == 'bf16', fp16=run.mixed_precision == 'fp16', use_cpu=run.device == 'cpu')
+    try: return TrainingArguments(output_dir=cfg['result_path'], **{**tr, **flags, **kw})
     except (ValueError, TypeError) as e: raise ConfigError(f"training: {e}") from None
 
 # %% ../nbs/03_train.ipynb #b6fa945c
@@ -266,20 +248,18 @@ class LossPlot(TrainerCallback):
         if state.is_world_process_zero: save_loss_plot(state.log_history, Path(args.output_dir)/'loss.png')
 
 # %% ../nbs/03_train.ipynb #ff2d2303
-def save_adapter(model, tokenizer, cfg:dict, save_path=None, state_dict=None)->Path:
-    "Save adapter, tokenizer and resolved config into `save_path` atomically; return the path."
-    out = Path(save_path or cfg['save_path']).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}-', dir=out.parent))
-    try:
+def save_adapter(model, # the trained peft model
+                 run:Run, # the resolved run that trained it: its tokenizer, config and facts are saved with it
+                 save_path=None, # where to save; None: the config's `save_path`
+                 state_dict=None, # the adapter's weights when the model cannot give them itself (FSDP: gathered by the Trainer)
+                )->Path:
+    "Save adapter, tokenizer, config and resolved run (`qlora_nb_run.json`) into `save_path` as one folder, atomically; return the path."
+    out = Path(save_path or run.config['save_path']).absolute()
+    with atomic_folder(out, replace=True) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)   # LoRA weights only: plain peft loads them on the base
-        tokenizer.save_pretrained(tmp)
-        save_config(cfg, tmp)
-        old = out.with_name(f'.{out.name}-old') if out.exists() else None
-        if old: shutil.rmtree(old, ignore_errors=True); out.rename(old)
-        tmp.rename(out)
-        if old: shutil.rmtree(old, ignore_errors=True)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        run.tokenizer.save_pretrained(tmp)
+        save_config(run.config, tmp)
+        (tmp/RUN_NAME).write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
     return out
 
 # %% ../nbs/03_train.ipynb #95e73b62
@@ -312,28 +292,29 @@ def _claim_result_path(rp:Path, overwrite:bool, main:bool, held:ExitStack)->Path
         raise (ConfigError if said[0][0] in ('ConfigError', 'DataError') else RuntimeError)(f"{said[0][1]} (reported by the main process)")
     return Path(said[1]) if said[1] else None
 
-def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
-    "Run a resolved config end to end, resuming from `result_path` unless `overwrite`; return a summary."
+def train(run:Run|dict, # a resolved run, or a validated config, resolved here (`resolve_run`)
+          overwrite:bool=False, # delete `result_path`'s checkpoints and start afresh; else resume from the newest complete one
+          callbacks=(), # more `TrainerCallback`s
+          **args_kw, # `TrainingArguments` fields that win over the config's (tests, notebooks)
+         )->dict:
+    "Train a resolved run end to end, resuming from `result_path` unless `overwrite`; return a summary."
     quiet_replica()
-    safe_model_path(cfg)   # a wrong model name fails before the data is read
-    check_data(cfg['training_data_json_path'])
-    check_target_modules(cfg)
-    cfg = resolve_checkpointing(cfg)
-    if cfg['data'].get('eval_path') or cfg['data'].get('eval_fraction'): args_kw = {'eval_strategy': cfg['training'].get('eval_strategy', 'steps'), **args_kw}
-    args = training_args(cfg, **args_kw)
+    run = run if isinstance(run, Run) else resolve_run(run)   # a wrong model, target or data path fails here, before anything is loaded
+    cfg, tok = run.config, run.tokenizer
+    args = training_args(run, **args_kw)
     keep, args.save_total_limit = args.save_total_limit, None   # rotated by CheckpointKeeper, after completion
     rp, main = Path(cfg['result_path']), args.process_index == 0
+    t0 = time.time()
+    if main and run.system_note: print(run.system_note, flush=True)
+    with args.main_process_first(desc='tokenizing'):   # the main process fills the cache, the others then read it; bad data stops all before result_path is touched
+        sets = build_datasets(cfg, tok, run.train_data, run.eval_data, run.template, log=print if main else lambda line: None)
     with ExitStack() as held:
         ck = _claim_result_path(rp, overwrite, main, held)
         if ck and main: print(f"Resuming from {ck} (step {_step(ck)}); pass --overwrite to start afresh.", flush=True)
-        t0 = time.time()
-        tok = load_tokenizer(cfg)
-        if main and (note := system_note(tok)): print(note, flush=True)
-        ds, eval_ds = build_datasets(cfg, tok)
         set_seed(args.seed)
-        model = apply_loss_config(load_model(cfg, tok), cfg)   # the loss without full logits (`02b_loss`)
+        model = apply_loss_config(load_model(run), cfg['training'])   # the loss without full logits (`02b_loss`)
         fp32_trainable(model)
-        trainer = QLoRATrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds, data_collator=collator(cfg, tok),
+        trainer = QLoRATrainer(model=model, args=args, train_dataset=sets.train, eval_dataset=sets.eval, data_collator=collator(cfg, tok),
                                callbacks=[CheckpointKeeper(keep), LossPlot(), *callbacks],
                                max_tokens_per_batch=token_budget(cfg))
         if args.disable_tqdm: trainer.remove_callback(PrinterCallback)  # no progress bar: stay quiet, the summary says it all
@@ -344,7 +325,7 @@ def train(cfg:dict, overwrite:bool=False, callbacks=(), **args_kw)->dict:
             raise Interrupted(f"Interrupted at step {trainer.state.global_step}; checkpoint saved in {last_checkpoint(rp)}. "
                               "Run the same command again to resume.")
         sd = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None  # FSDP: all ranks gather
-        out = save_adapter(model, tok, cfg, state_dict=sd) if trainer.is_world_process_zero() else None
+        out = save_adapter(model, run, state_dict=sd) if trainer.is_world_process_zero() else None
     ls = losses(trainer)
     return dict(loss_first=ls[0] if ls else math.nan, loss_last=ls[-1] if ls else math.nan, steps=trainer.state.global_step,
                 resumed_from=str(ck) if ck else None, seconds=time.time()-t0, result_path=str(rp.absolute()),

@@ -71,14 +71,13 @@ def test_dequantized_base_of_a_tied_embedding_model(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
     from qlora_nb.config import ConfigError, load_config
     from qlora_nb.infer import dequantized_base
-    from qlora_nb.model import load_tokenizer
+    from qlora_nb.model import resolve_run
     orig = tied_model(tmp_path/'tied')
-    cfg = load_config(overrides=[f'model_name={tmp_path}/tied'])
-    tok = load_tokenizer(cfg)
-    m = dequantized_base(cfg, tok)
+    run = resolve_run(load_config(overrides=[f'model_name={tmp_path}/tied']), data=False)
+    m = dequantized_base(run)
     assert m.config.tie_word_embeddings and m.lm_head.weight is m.model.embed_tokens.weight
     assert torch.equal(m.model.embed_tokens.weight, orig.model.embed_tokens.weight.float())   # not quantized: copied exactly
     # A plain model the 4-bit weights do not fit is a one-sentence error, not an AssertionError.
     from_config = AutoModelForCausalLM.from_config
     monkeypatch.setattr(AutoModelForCausalLM, 'from_config', lambda conf, **kw: from_config(conf.__class__(**{**conf.to_dict(), 'num_hidden_layers': 5}), **kw))
-    with pytest.raises(ConfigError, match='cannot be merged'): dequantized_base(cfg, tok)
+    with pytest.raises(ConfigError, match='cannot be merged'): dequantized_base(run)
