@@ -27,6 +27,7 @@ def bench_model_dir(size:str='cpu')->Path:
     from qlora_nb.tiny import tiny_model_dir
     return tiny_model_dir(**SIZES[size])
 
+# %% ../nbs/90_benchmark.ipynb #3c3debcf
 def param_count(model_dir)->int:
     "Parameters of the model saved in `model_dir`, counted on the meta device (no weights loaded)."
     import torch
@@ -73,6 +74,7 @@ def make_chats(n:int, # number of conversations
     "`n` chat records with a log-normal token-length spread (most short, a tail to `max_tokens`), deterministic."
     return list(_chat_iter(n, tokenizer, seed, median, sigma, max_tokens))
 
+# %% ../nbs/90_benchmark.ipynb #99fc9e2b
 def write_jsonl(records, path)->Path:
     "Write records (any iterable) as UTF-8 JSONL, one line at a time."
     p = Path(path)
@@ -204,6 +206,7 @@ def nf4_bytes(out_features:int, in_features:int, blocksize:int=64)->int:
     q, st = F.quantize_4bit(w, blocksize=blocksize, compress_statistics=True, quant_type='nf4')
     return q.numel() * q.element_size() + sum(v.numel() * v.element_size() for v in st.as_dict(packed=True).values())
 
+# %% ../nbs/90_benchmark.ipynb #7a7ca69b
 def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     "4-bit (NF4 + double quantization) against bf16 weight bytes of a Llama of `config`, measured and in theory."
     import torch
@@ -267,6 +270,7 @@ def report_text(r:dict)->str:
         f"4-bit weights of a TinyLlama-1.1B shape: {m['nf4_bytes']/2**20:.0f} MiB vs bf16 {m['bf16_bytes']/2**20:.0f} MiB "
         f"= {m['ratio']:.4f} (theory {m['theory_ratio']:.4f}, {m['vs_theory']:+.2%})"])
 
+# %% ../nbs/90_benchmark.ipynb #f5c1aa5c
 def cmd_bench(a):
     if a.part == 'vocab': return cmd_bench_vocab(a)
     if a.part == 'data':
@@ -279,6 +283,7 @@ def cmd_bench(a):
         Path(a.json).write_text(json.dumps(r, indent=1, ensure_ascii=False), encoding='utf-8')
         print(f"JSON: {a.json}")
 
+# %% ../nbs/90_benchmark.ipynb #ebc8933d
 def add_bench_parser(sub):
     "Add `bench` to the subparsers `sub` of `qlora-nb`."
     b = sub.add_parser('bench', help='benchmark the seed recipe, qlora_nb and TRL side by side')
@@ -351,7 +356,7 @@ def prep_one(spec:dict)->dict:
     from qlora_nb.model import resolve_run
     cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
                              f"data.num_proc={spec.get('num_proc', 'auto')}"])
-    run, said = resolve_run(cfg, data=False), []   # the model's facts, outside the timing; the data's are timed
+    run, said = resolve_run(cfg, for_training=False), []   # the model's facts, outside the timing; the data's are timed
     tok = run.tokenizer
     with PeakMemory() as pm:
         t0 = time.perf_counter()
@@ -421,6 +426,7 @@ def bench_data(sizes=DATA_SIZES, # numbers of conversations
         finally: shutil.rmtree(work, ignore_errors=True)
     return dict(runs=runs, summary=summarize_data(runs))
 
+# %% ../nbs/90_benchmark.ipynb #771c2b5b
 def summarize_data(runs:list[dict])->dict:
     "Ratios per size: throughput and peak memory of qlora_nb against TRL, the cached rerun's speed-up, and peak memory at the largest size against the smallest."
     by = {(r['kind'], r['conversations']): r for r in runs}
@@ -508,6 +514,7 @@ def summarize_vocab(runs:list[dict])->dict:
                 out[f'time_vs_{o}_{b}'] = r['epoch_s'] / by[o, b]['epoch_s']
     return out
 
+# %% ../nbs/90_benchmark.ipynb #de3194c4
 def bench_vocab(n:int=VOCAB_N, # conversations
                 budgets=VOCAB_BUDGETS, # tokens a batch to measure at
                 paths=tuple(VOCAB_PATHS), device:str='cpu', size:str|None=None, vocab:int=VOCAB, log=print)->dict:
@@ -541,6 +548,7 @@ def vocab_report_text(r:dict)->str:
               if f'rss_vs_trl_{b}' in r and f'rss_vs_plain_{b}' in r]
     return '\n'.join(lines)
 
+# %% ../nbs/90_benchmark.ipynb #68da6773
 def cmd_bench_vocab(a):
     r = bench_vocab(n=a.n or VOCAB_N, budgets=tuple(int(b) for b in a.budgets.split(',')), device=a.device, size=a.size, vocab=a.vocab)
     print(vocab_report_text(r))

@@ -19,6 +19,7 @@ def embedded_default_path()->Path:
     "The embedded default config: the tiny local model on the bundled sample chats."
     return Path(str(files('qlora_nb')/'assets'/'tiny.yaml'))
 
+# %% ../nbs/05_cli.ipynb #4617db7f
 def cli_config(config, # the CONFIG argument: a YAML file, or None for the embedded default
                sets, # the `--set key=value` arguments, in order
               )->dict:
@@ -37,6 +38,7 @@ def summary_text(s:dict)->str:
              f"Try it: qlora-nb generate --adapter {rel(s['save_path'])} --prompt \"What is the capital of France?\""]
     return '\n'.join(lines)
 
+# %% ../nbs/05_cli.ipynb #7d2eba7f
 def cmd_train(a):
     from qlora_nb.train import Interrupted, train
     import matplotlib; matplotlib.use('Agg')   # loss.png on a headless machine
@@ -60,12 +62,14 @@ def cmd_generate(a):
     model, tok = load_for_inference(a.adapter)
     generate(model, tok, chat_messages(a.prompt, a.system), max_new_tokens=a.max_new_tokens, stream=True)
 
+# %% ../nbs/05_cli.ipynb #9c86d300
 def cmd_chat(a):
     from qlora_nb.infer import chat_loop, load_for_inference
     model, tok = load_for_inference(a.adapter)
     print("Chatting with base + adapter; an empty line or Ctrl-D ends, /reset forgets the conversation.", file=sys.stderr)
     chat_loop(model, tok, system=a.system, max_new_tokens=a.max_new_tokens)
 
+# %% ../nbs/05_cli.ipynb #e00b2755
 def cmd_merge(a):
     from qlora_nb.infer import merge_adapter
     out = merge_adapter(a.adapter, a.output, dtype=a.dtype)
@@ -89,6 +93,7 @@ def export_text(r:dict)->str:
                      f"`{' '.join(q[:1] + [rel(x) for x in q[1:3]] + q[3:])}` and point the Modelfile's FROM at the new file.")
     return '\n'.join(lines)
 
+# %% ../nbs/05_cli.ipynb #26d89fa4
 def cmd_export(a):
     from qlora_nb.export import export_gguf
     print(export_text(export_gguf(a.adapter, a.output, outtype=a.outtype, quantize=a.quantize, system=a.system)))
@@ -105,6 +110,7 @@ def option(fn, # the function the option's value goes to
     if isinstance(d, (int, float)) and not isinstance(d, bool): kw['type'] = type(d)
     return kw
 
+# %% ../nbs/05_cli.ipynb #13f12cac
 def parser()->argparse.ArgumentParser:
     "The `qlora-nb` command line: each option's default and help are those of the function parameter it feeds."
     from qlora_nb.export import OUTTYPES, export_gguf
@@ -148,6 +154,7 @@ def parser()->argparse.ArgumentParser:
     add_bench_parser(sub)
     return p
 
+# %% ../nbs/05_cli.ipynb #55929aae
 def main(argv=None):
     "Entry point of the `qlora-nb` command."
     a = parser().parse_args(argv)

@@ -254,6 +254,7 @@ def own_defaults(section:str)->dict:
     "The defaults of our keys in `section`, from their fields."
     return {f.name: deepcopy(f.default) for f in dataclasses.fields(OWN_KEYS[section])}
 
+# %% ../nbs/00_config.ipynb #a3862804
 def load_config(path=None, # a YAML config file; None: the embedded default
                 overrides=(), # `a.b=c` strings, applied in order after the file
                )->dict:
@@ -276,6 +277,7 @@ def dump_config(cfg:dict)->str:
     "The config as YAML text (UTF-8, keys in the order written)."
     return yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False)
 
+# %% ../nbs/00_config.ipynb #7ddda5ef
 def save_config(cfg:dict, # a validated config
                 out_dir, # the folder to write `qlora_nb_config.yaml` into
                )->Path:

@@ -24,12 +24,13 @@ __all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES
            'untrained_end_of_turn', 'check_end_of_turn_trained', 'cpu_count', 'data_num_proc', 'tokenize_chats',
            'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats', 'PadCollator', 'PackCollator', 'Datasets',
            'build_datasets', 'collator', 'TokenBudgetBatchSampler', 'token_budget', 'SeededSampler', 'marked',
-           'inspect_report', 'p_eos_after_reply', 'padding_per_epoch']
+           'inspect_report']
 
 # %% ../nbs/01_data.ipynb #352b5aea
 class DataError(ConfigError):
     "A problem with the user's data, stated in sentences that name the file, the record and the fix."
 
+# %% ../nbs/01_data.ipynb #6453579f
 MAX_PROBLEMS = 20
 ROLES = ('system', 'user', 'assistant')
 
@@ -225,6 +226,7 @@ class DataSource:
     files: tuple # the data files (`data_files`)
     fingerprint: str # `data_fingerprint` of the files
 
+# %% ../nbs/01_data.ipynb #469c581d
 def data_source(path, # `builtin:sample_chats`, a .json/.jsonl path, a list of them, or a `DataSource` (returned as it is)
                )->DataSource:
     "The `DataSource` of the data a config names: its files found and hashed, once."
@@ -272,6 +274,7 @@ def format_messages(messages:list[dict])->str:
     "The seed recipe's prompt format: one `role: content` line per message."
     return '\n'.join(f"{m['role']}: {m['content']}" for m in messages)
 
+# %% ../nbs/01_data.ipynb #7b256599
 def tokenize_seed(batch:dict, tokenizer, max_length:int=1024)->dict:
     "The seed recipe's step 7: format, pad every row to `max_length`, labels = input_ids."
     out = tokenizer([format_messages(m) for m in batch['messages']], truncation=True, max_length=max_length, padding='max_length')
@@ -355,6 +358,7 @@ def system_supported(tokenizer)->bool:
         except TemplateError: _SYSTEM_OK[key] = False   # the template's own raise_exception(...) refusal
     return _SYSTEM_OK[key]
 
+# %% ../nbs/01_data.ipynb #18dcc1c4
 def fold_system(messages:list[dict], # a chat: list of {role, content}
                 tokenizer)->list[dict]:
     "`messages` with a leading system turn folded into the first user turn when the chat template cannot render it."
@@ -365,6 +369,7 @@ def fold_system(messages:list[dict], # a chat: list of {role, content}
     rest[i] = {**rest[i], 'content': messages[0]['content'] + '\n\n' + rest[i]['content']}
     return rest
 
+# %% ../nbs/01_data.ipynb #435712e9
 def system_note(tokenizer)->str|None:
     "The sentence `inspect` and `train` print when the template cannot render a system turn."
     if system_supported(tokenizer): return None
@@ -377,6 +382,7 @@ class TemplateFacts:
     generation_markers: bool # the template marks replies with {% generation %}, so transformers gives the assistant mask
     ends_turn: bool # the template writes end-of-turn text after a reply (else EOS is appended and trained)
 
+# %% ../nbs/01_data.ipynb #dc14bede
 def template_facts(tokenizer, # a tokenizer with a chat template
                   )->TemplateFacts:
     "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on."
@@ -420,6 +426,7 @@ def end_of_turn_tokens(tokenizer, # a tokenizer with a chat template
         out.append(tok); rest = rest.lstrip(' \n')[len(tok):]
     return out
 
+# %% ../nbs/01_data.ipynb #1d1e75c6
 def stop_token_ids(tokenizer, # a tokenizer with a chat template
                    generation_config=None, # the model's `GenerationConfig`, whose `eos_token_id` may be a list
                   )->list[int]:
@@ -428,7 +435,6 @@ def stop_token_ids(tokenizer, # a tokenizer with a chat template
     g = getattr(generation_config, 'eos_token_id', None)
     ids += g if isinstance(g, list) else [g]
     return list(dict.fromkeys(i for i in ids if i is not None))
-
 
 # %% ../nbs/01_data.ipynb #7af515e2
 def untrained_end_of_turn(tokenizer)->list[str]:
@@ -439,6 +445,7 @@ def untrained_end_of_turn(tokenizer)->list[str]:
     trained = {t for t, l in zip(r['input_ids'], r['labels']) if l != -100}
     return [t for t in (end_of_turn_tokens(tokenizer) or [tokenizer.eos_token]) if tokenizer.convert_tokens_to_ids(t) not in trained]
 
+# %% ../nbs/01_data.ipynb #3446dd62
 def check_end_of_turn_trained(tokenizer, name:str='the model'):
     "Refuse, in one sentence, a tokenizer whose chat template leaves its end-of-turn token untrained."
     if (miss := untrained_end_of_turn(tokenizer)):
@@ -659,6 +666,7 @@ class Datasets(typing.NamedTuple):
     eval: Dataset | None
     stats: dict
 
+# %% ../nbs/01_data.ipynb #2c85ebd4
 def build_datasets(config:dict, # a validated config (`load_config`)
                    tokenizer, # the run's tokenizer
                    train:DataSource|None=None, # the training data, found once (`data_source`); None: found here from the config
@@ -768,28 +776,3 @@ def inspect_report(cfg:dict, # a validated config
              f"Trained on: {trained:,} of {int(lens.sum()):,} tokens ({trained/lens.sum():.1%}).",
              "Example (trained tokens in [[ ]]):", marked(ds[0], tokenizer)]
     return '\n'.join(lines)
-
-# %% ../nbs/01_data.ipynb #7163edc3
-def p_eos_after_reply(model, tokenizer, chats)->float:
-    "Mean probability a model gives EOS right after each chat's last (complete) assistant reply."
-    ps = []
-    for c in chats:
-        r = tokenize_conversation(c, tokenizer, None)
-        k = max(i for i, l in enumerate(r['labels']) if l == tokenizer.eos_token_id)
-        with torch.no_grad(): logits = model(torch.tensor([r['input_ids'][:k]])).logits[0, -1]
-        ps.append(logits.float().softmax(-1)[tokenizer.eos_token_id].item())
-    return sum(ps) / len(ps)
-
-# %% ../nbs/01_data.ipynb #fe29bec9
-def padding_per_epoch(lengths:list[int], batch_size:int, pad_to:int|None=None, group_by_length:bool=False, seed:int=42)->dict:
-    "Pad and total tokens of one epoch: rows padded to `pad_to`, or to each batch's longest (drawn at random or grouped by length)."
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-    g = torch.Generator().manual_seed(seed)
-    order = (list(LengthGroupedSampler(batch_size, lengths=lengths, generator=g)) if group_by_length
-             else torch.randperm(len(lengths), generator=g).tolist())
-    total = 0
-    for i in range(0, len(order), batch_size):
-        b = [lengths[j] for j in order[i:i+batch_size]]
-        total += (pad_to or max(b)) * len(b)
-    real = sum(lengths)
-    return dict(tokens=total, pad=total - real, pad_share=round((total - real) / total, 3))

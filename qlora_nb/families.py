@@ -109,6 +109,7 @@ def template_text(name:str)->str:
     "A chat template shipped in `qlora_nb/assets/chat_templates`."
     return (Path(str(files('qlora_nb')/'assets'/'chat_templates'))/f'{name}.jinja').read_text(encoding='utf-8')
 
+# %% ../nbs/08_families.ipynb #3e155253
 def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
     "The `tokenizer.model` of a SentencePiece-kind `family`, trained on the bundled chats (None for a byte-level BPE family)."
     f = FAMILIES[family]
@@ -116,6 +117,7 @@ def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
     return train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk,
                                add_dummy_prefix=f.dummy_prefix)
 
+# %% ../nbs/08_families.ipynb #e47fde05
 def family_tokenizer(family:str, vocab_size:int=1024,
                      sp:bytes|None=None, # a SentencePiece-kind family's `tokenizer.model` (default: `family_sentencepiece`)
                     ):
@@ -132,6 +134,7 @@ def family_tokenizer(family:str, vocab_size:int=1024,
                            chat_template=template_text(f.template), add_bos=f.add_bos,
                            eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
 
+# %% ../nbs/08_families.ipynb #205e212d
 def _model_config(f:Family, tok):
     ids = lambda t: tok.convert_tokens_to_ids(t) if t else None
     kw = {**SMALL, **f.config}

@@ -30,13 +30,14 @@ def adapter_config(adapter_dir, # an adapter folder (a run's save_path), or a fo
     base = json.loads((d/'adapter_config.json').read_text(encoding='utf-8'))['base_model_name_or_path']
     return load_config(overrides=[f'model_name={base}'])
 
+# %% ../nbs/04_infer.ipynb #2a4ac3b6
 def adapter_run(adapter_dir, # an adapter folder (a run's save_path), or a foreign peft adapter
                )->Run:
     "The resolved run of the training that made `adapter_dir`, resolved again on this machine: its saved config, the adapter's tokenizer."
     d = Path(adapter_dir)
     cfg = adapter_config(d)
     check_model_folder(d, cfg['trust_remote_code'], cfg['allow_pickle'])
-    run = resolve_run(cfg, tokenizer_from=d if (d/'tokenizer_config.json').is_file() else None, data=False)
+    run = resolve_run(cfg, tokenizer_from=d if (d/'tokenizer_config.json').is_file() else None, for_training=False)
     was = json.loads((d/RUN_NAME).read_text(encoding='utf-8')) if (d/RUN_NAME).is_file() else {}
     for k in ('architecture', 'vocab_size', 'linear_names'):
         if k in was and was[k] != getattr(run, k):
@@ -44,6 +45,7 @@ def adapter_run(adapter_dir, # an adapter folder (a run's save_path), or a forei
                               f"{getattr(run, k)}; point model_name in {d/CONFIG_NAME} at the model it was trained on.")
     return run
 
+# %% ../nbs/04_infer.ipynb #8d7fc474
 def load_for_inference(adapter_dir, # an adapter folder (a run's save_path)
                        run:Run|None=None, # its `adapter_run`, when the caller has it already
                       ):
@@ -60,6 +62,7 @@ def chat_messages(prompt:str, # the user's message
     "A `messages` list: optional system prompt, earlier turns, then the user's prompt."
     return ([{'role': 'system', 'content': system}] if system else []) + list(history or []) + [{'role': 'user', 'content': prompt}]
 
+# %% ../nbs/04_infer.ipynb #7aba7c46
 @torch.no_grad()
 def generate(model, # a causal LM (`load_for_inference`'s, whose generation config stops at the run's stop ids)
              tokenizer, # its tokenizer, with the chat template
@@ -105,6 +108,7 @@ def conv1d_layout(sd:dict, # state dict whose `quantized` weights were dequantiz
         if isinstance(mod, Conv1D) and k in quantized: sd[k] = sd[k].T.contiguous()
     return sd
 
+# %% ../nbs/04_infer.ipynb #c46e7266
 def dequantized_base(run:Run, # the resolved run of the adapter (`adapter_run`)
                     )->torch.nn.Module:
     "The base model as the 4-bit run computes it, as a plain float32 model: NF4 weights dequantized, the rest copied."
@@ -132,6 +136,7 @@ def dequantized_base(run:Run, # the resolved run of the adapter (`adapter_run`)
     m.generation_config = q.generation_config
     return m.eval()
 
+# %% ../nbs/04_infer.ipynb #06d4397d
 def merge_adapter(adapter_dir, # an adapter folder (a run's save_path)
                   output_dir, # the folder for the merged model: new, or empty
                   dtype:str='bfloat16', # the merged weights' dtype: a name of `DTYPES`

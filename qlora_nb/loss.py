@@ -35,6 +35,7 @@ def apply_transform(y:torch.Tensor, # the head's output
     if t.get('softcap') is not None: y = torch.tanh(y / t['softcap']) * t['softcap']
     return y
 
+# %% ../nbs/02b_loss.ipynb #affb5663
 PLAIN_FAMILIES = ('LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Phi3ForCausalLM',
                   'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM')
 
@@ -113,6 +114,7 @@ def loss_kernel(head:torch.nn.Module, transform:dict)->str|None:
     if type(head) is not torch.nn.Linear or head.weight.device.type != 'cuda' or transform.get('mul') or transform.get('div'): return None
     return next((k for k, mod in KERNELS.items() if importlib.util.find_spec(mod)), None)
 
+# %% ../nbs/02b_loss.ipynb #cdbd0684
 def kernel_loss(kernel:str, h:torch.Tensor, head:torch.nn.Linear, targets:torch.Tensor, transform:dict, n:float)->torch.Tensor:
     "The summed cross-entropy of the labelled rows `h` through `kernel`, divided by `n`."
     kw = dict(bias=head.bias, reduction='sum', softcap=transform.get('softcap'))
@@ -129,10 +131,12 @@ def causal_lm(model):
     "The transformers model inside a peft model (or `model` itself)."
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
+# %% ../nbs/02b_loss.ipynb #3e685b28
 def loss_path(model)->str:
     "Which loss a model trains with: 'chunked', 'liger', 'cut-cross-entropy', or 'plain' (full logits)."
     return getattr(causal_lm(model), '_qlora_nb_loss', 'plain')
 
+# %% ../nbs/02b_loss.ipynb #da9218a6
 def _forward(self, *args, labels=None, logits_to_keep=0, **kw):
     if labels is None or args or not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
         return self._qlora_nb_plain_forward(*args, labels=labels, logits_to_keep=logits_to_keep, **kw)

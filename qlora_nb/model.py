@@ -92,6 +92,7 @@ def check_model_folder(path, # a local model, tokenizer or adapter folder
         raise ConfigError(f"{d}: the weights are pickle files ({', '.join(pick)}), which can run code when loaded; "
                           "convert them to safetensors, or set allow_pickle: true in the config if you trust their author.")
 
+# %% ../nbs/02_model.ipynb #9e845ee2
 def safe_model_path(cfg:dict, # a validated config
                    )->str:
     "`model_path` of a config's `model_name`, after `check_model_name` and `check_model_folder` with the config's switches."
@@ -99,6 +100,7 @@ def safe_model_path(cfg:dict, # a validated config
     check_model_folder(p, cfg['trust_remote_code'], cfg['allow_pickle'])
     return p
 
+# %% ../nbs/02_model.ipynb #82b328fa
 def load_kw(cfg:dict, # a validated config
            )->dict:
     "The safety arguments every `from_pretrained` of a config gets."
@@ -110,10 +112,12 @@ def device()->torch.device:
     if torch.cuda.is_available(): return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     return torch.device('cpu')
 
+# %% ../nbs/02_model.ipynb #991bd462
 def is_main_process()->bool:
     "Whether this is the main process of a distributed run (`RANK` 0), or the only process."
     return int(os.environ.get('RANK', 0)) == 0
 
+# %% ../nbs/02_model.ipynb #8a866c68
 def quiet_replica():
     "In a process other than the main one, turn off progress bars and warnings: the main process shows them."
     if is_main_process(): return
@@ -121,14 +125,17 @@ def quiet_replica():
     from transformers.utils import logging as hf_logging
     warnings.simplefilter('ignore'); hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error(); datasets.disable_progress_bars()
 
+# %% ../nbs/02_model.ipynb #6b2e4f84
 def fsdp_enabled()->bool:
     "Whether this process runs under accelerate's FSDP (`accelerate launch` with an FSDP config)."
     return os.environ.get('ACCELERATE_USE_FSDP', 'false').lower() in ('1', 'true')
 
+# %% ../nbs/02_model.ipynb #0e362b4c
 def bf16_supported()->bool:
     "Whether this process's device computes in bfloat16."
     return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else True
 
+# %% ../nbs/02_model.ipynb #191eaa03
 DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16, float32=torch.float32)  # config names -> torch dtypes, for every module
 
 def compute_dtype(setting:str, # `quantization.bnb_4bit_compute_dtype`: a name of `DTYPES`, or 'auto'
@@ -180,6 +187,7 @@ def pad_token_choice(tokenizer)->tuple[str, str]:
         if t: return t, why
     return '<|pad|>', 'added'
 
+# %% ../nbs/02_model.ipynb #1ad7ed34
 def set_pad_token(tokenizer, policy:str='distinct'):
     "Give `tokenizer` a pad token: EOS (`policy='eos'`, the seed) or `pad_token_choice` (a token added only when none can serve)."
     if policy == 'eos': tokenizer.pad_token = tokenizer.eos_token; return tokenizer
@@ -188,6 +196,7 @@ def set_pad_token(tokenizer, policy:str='distinct'):
     else: tokenizer.pad_token = t
     return tokenizer
 
+# %% ../nbs/02_model.ipynb #add7d7db
 def load_tokenizer(path, # a checked model folder (`safe_model_path`), or an adapter folder, whose tokenizer has its pad token already
                    cfg:dict, # a validated config
                   ):
@@ -212,6 +221,7 @@ def model_skeleton(model_config, # a transformers model config (`AutoConfig.from
     from accelerate import init_empty_weights
     with init_empty_weights(): return AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
 
+# %% ../nbs/02_model.ipynb #5693637b
 def linear_layers(model:torch.nn.Module, # a model: a skeleton, a 4-bit model, a peft model
                  )->list[tuple[str, torch.nn.Module]]:
     "`(name, module)` of `model`'s linear layers — `nn.Linear` and its 4-bit subclass, GPT-2's `Conv1D` — the output head left out."
@@ -219,10 +229,12 @@ def linear_layers(model:torch.nn.Module, # a model: a skeleton, a 4-bit model, a
     out = model.get_output_embeddings()
     return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out]
 
+# %% ../nbs/02_model.ipynb #68e18364
 def linear_module_names(model:torch.nn.Module)->list[str]:
     "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
     return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
 
+# %% ../nbs/02_model.ipynb #be36fbad
 def check_target_modules(want, # `lora.target_modules`: a name, a list of names, 'all-linear' or None
                          have:list[str], # `linear_module_names` of the model
                          name:str='the model', # the model, as the error names it
@@ -232,6 +244,7 @@ def check_target_modules(want, # `lora.target_modules`: a name, a list of names,
     missing = [t for t in ([want] if isinstance(want, str) else want) if t not in have]
     if missing: raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
 
+# %% ../nbs/02_model.ipynb #39be5b97
 def lora_targets(want, # `lora.target_modules`
                  have:list[str], # `linear_module_names` of the model
                 )->list[str]|str|None:
@@ -246,21 +259,25 @@ def activation_bytes(model_config, # a transformers model config (hidden_size, i
     h, i = model_config.hidden_size, model_config.intermediate_size
     return tokens * (model_config.num_hidden_layers * (16*h + 6*i) * 2 + 8 * model_config.vocab_size)
 
+# %% ../nbs/02_model.ipynb #2e8e7f43
 def free_memory()->int:
     "Bytes free for this process's training: free GPU memory, or the machine's available RAM."
     if torch.cuda.is_available(): return torch.cuda.mem_get_info(device())[0]
     try: return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
     except (ValueError, OSError): return 8 * 2**30
 
+# %% ../nbs/02_model.ipynb #b215bbc0
 def batch_tokens(cfg:dict, # a validated config
                 )->int:
     "Most padded tokens one training batch of a config can hold."
     return token_budget(cfg) or cfg['training']['per_device_train_batch_size'] * cfg['data']['max_length']
 
+# %% ../nbs/02_model.ipynb #73dbb85a
 def needs_checkpointing(model_config, tokens:int, free:int)->bool:
     "Whether a batch of `tokens` would take more than half of `free` bytes without gradient checkpointing."
     return activation_bytes(model_config, tokens) > free / 2
 
+# %% ../nbs/02_model.ipynb #a3d58685
 def checkpointing(cfg:dict, # a validated config
                   model_config, # the model's transformers config (a multimodal model's text config is used)
                   free:int|None=None, # bytes free for training; None: `free_memory()`
@@ -293,7 +310,7 @@ class Run:
     system_note: str|None # how system turns are handled, when the template refuses them (`system_note`)
     device: str # this process's device
     compute_dtype: str # the 4-bit layers' compute dtype, a name of `DTYPES`
-    mixed_precision: str # the Trainer's: 'bf16', 'fp16' or 'no'
+    mixed_precision: str # the Trainer's: 'bf16', 'fp16' or 'no' ('no' in a run for inference)
     gradient_checkpointing: bool
     upcast_unquantized: bool # whether the weights left unquantized are cast to fp32
     fsdp: bool # whether this process runs under accelerate's FSDP
@@ -315,7 +332,7 @@ class Run:
 # %% ../nbs/02_model.ipynb #885ffe72
 def resolve_run(cfg:dict, # a validated config (`load_config`)
                 tokenizer_from=None, # the folder to load the tokenizer from: an adapter's; None: the model's
-                data:bool=True, # find and hash the data files (training, inspect); False: an adapter's run (inference)
+                for_training:bool=True, # also find and hash the data files and decide mixed precision; False: a run for inference (an adapter's)
                )->Run:
     "Decide everything about a run once: the model folder, architecture, linear layers, tokens and template, device and precision, checkpointing, the data files."
     path = safe_model_path(cfg)   # a wrong model name fails before anything is loaded or read
@@ -338,11 +355,12 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                end_of_turn=end_of_turn_tokens(tok) if chat else [], stop_token_ids=stop_token_ids(tok, gen) if chat else
                list(dict.fromkeys([tok.eos_token_id, *([g] if isinstance(g := getattr(gen, 'eos_token_id', None), int) else g or [])])),
                template=template_facts(tok) if chat else None, system_note=system_note(tok) if chat else None,
-               device=str(dev), compute_dtype=str(dt).removeprefix('torch.'), mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok),
+               device=str(dev), compute_dtype=str(dt).removeprefix('torch.'),
+               mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok) if for_training else 'no',
                gradient_checkpointing=checkpointing(cfg, mc),
                upcast_unquantized=False if fsdp else (dt == torch.float16 if upcast == 'auto' else bool(upcast)),  # FSDP: one dtype per flat tensor
-               fsdp=fsdp, train_data=data_source(cfg['training_data_json_path']) if data else None,
-               eval_data=data_source(cfg['data']['eval_path']) if data and cfg['data']['eval_path'] is not None else None,
+               fsdp=fsdp, train_data=data_source(cfg['training_data_json_path']) if for_training else None,
+               eval_data=data_source(cfg['data']['eval_path']) if for_training and cfg['data']['eval_path'] is not None else None,
                tokenizer=tok, model_config=mc, generation_config=gen)
 
 # %% ../nbs/02_model.ipynb #c9913cd6
@@ -388,6 +406,7 @@ def lora_config(run:Run)->LoraConfig:
                           f"which peft does without dropout, but lora.lora_dropout is {lc['lora_dropout']}; set lora.lora_dropout=0.")
     return LoraConfig(**{**lc, 'target_modules': run.lora_targets})
 
+# %% ../nbs/02_model.ipynb #d8d3ecd6
 def load_base_model(run:Run)->torch.nn.Module:
     "The frozen 4-bit base model of a resolved run, on its device, with room for the run's tokenizer and its pad id."
     m = AutoModelForCausalLM.from_pretrained(run.model_path, quantization_config=quantization_config(run),
@@ -397,6 +416,7 @@ def load_base_model(run:Run)->torch.nn.Module:
     m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
     return m
 
+# %% ../nbs/02_model.ipynb #88ad2bf7
 def load_model(run:Run)->torch.nn.Module:
     "The 4-bit base model with fresh LoRA adapters, ready to train."
     m = load_base_model(run)

@@ -28,6 +28,7 @@ def sample_chats_path()->Path:
     "Path of the bundled sample chat dataset (JSONL, one `{\"messages\": [...]}` per line)."
     return Path(str(files('qlora_nb')/'assets'/'sample_chats.jsonl'))
 
+# %% ../nbs/07_tiny.ipynb #ece4a9d1
 def read_sample_chats()->list[dict]:
     "The bundled sample chats as a list of records."
     with open(sample_chats_path(), encoding='utf-8') as f: return [json.loads(l) for l in f if l.strip()]
@@ -53,6 +54,7 @@ def chat_texts(chats, # chat records, as `read_sample_chats` gives
     for c in chats:
         for m in c['messages']: yield f"{m['role']}\n{m['content']}"
 
+# %% ../nbs/07_tiny.ipynb #90da4faf
 def train_sentencepiece(texts, # an iterable of strings to learn the merges from
                         vocab_size:int=2048, # total vocabulary, special tokens and the 256 bytes included
                         special_tokens:list[str]=SPECIAL_TOKENS, # control symbols, ids 0, 1, … in this order
@@ -71,6 +73,7 @@ def train_sentencepiece(texts, # an iterable of strings to learn the merges from
         num_threads=1, max_sentence_length=1 << 16, minloglevel=2, **({} if unk_token == '<unk>' else dict(unk_piece=unk_token)))
     return buf.getvalue()
 
+# %% ../nbs/07_tiny.ipynb #5378a487
 def tokenizer_from_sentencepiece(model:bytes, # a serialized SentencePiece BPE model
                                  special_tokens:list[str]=SPECIAL_TOKENS, # its control symbols
                                  chat_template:str=CHAT_TEMPLATE, # the Jinja chat template
@@ -90,6 +93,7 @@ def tokenizer_from_sentencepiece(model:bytes, # a serialized SentencePiece BPE m
     fast.chat_template = chat_template
     return fast
 
+# %% ../nbs/07_tiny.ipynb #804d08c9
 def _byte_fallback(tok:Tokenizer, n_special:int)->Tokenizer:
     "`tok` with SentencePiece's 256 byte tokens `<0x00>`…`<0xFF>` right after its special tokens."
     j = json.loads(tok.to_str())
@@ -133,7 +137,6 @@ def train_tokenizer(texts, # an iterable of strings to learn the merges from
     fast.chat_template = chat_template
     return fast
 
-
 # %% ../nbs/07_tiny.ipynb #c3117694
 TINY_CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=False)
@@ -171,6 +174,7 @@ def cache_dir()->Path:
     "Where qlora_nb keeps what it builds: `$QLORA_NB_CACHE`, else `~/.cache/qlora_nb`."
     return Path(os.environ.get('QLORA_NB_CACHE') or Path.home()/'.cache'/'qlora_nb')
 
+# %% ../nbs/07_tiny.ipynb #1c7877e4
 def built_once(out:Path, # the folder to fill
                build, # `build(folder)` writes the files into an empty folder
               )->Path:
@@ -179,8 +183,8 @@ def built_once(out:Path, # the folder to fill
     with atomic_folder(out) as tmp: build(tmp)   # another process that finished first wins; its folder is the same
     return out
 
+# %% ../nbs/07_tiny.ipynb #fe274890
 def tiny_model_dir(**kwargs)->Path:
     "The tiny model's folder in the cache, built on first use (`kwargs` as for `make_tiny_model`)."
     tag = ''.join(f'-{k}{v}' for k, v in sorted(kwargs.items()))
     return built_once(cache_dir()/f'tiny-llama-v{TINY_VERSION}{tag}', lambda d: make_tiny_model(d, **kwargs))
-

@@ -63,11 +63,13 @@ def checkpoints(result_path, complete:bool|None=True)->list[Path]:
     if complete is not None: cks = [c for c in cks if (c/COMPLETE).is_file() == complete]
     return sorted(cks, key=_step)
 
+# %% ../nbs/03_train.ipynb #bfce4c88
 def last_checkpoint(result_path)->Path|None:
     "The newest complete checkpoint folder under `result_path`, if any."
     cks = checkpoints(result_path)
     return cks[-1] if cks else None
 
+# %% ../nbs/03_train.ipynb #f7836d93
 def _fsync(p:Path):
     fd = os.open(p, os.O_RDONLY)
     try: os.fsync(fd)
@@ -81,6 +83,7 @@ def mark_complete(ck:Path, step:int):
     tmp.write_text(json.dumps({'step': step}), encoding='utf-8'); _fsync(tmp)
     os.replace(tmp, ck/COMPLETE); _fsync(ck)
 
+# %% ../nbs/03_train.ipynb #2c0b2b80
 class CheckpointKeeper(TrainerCallback):
     "Mark each saved checkpoint complete, then keep only the newest `limit` complete ones (main process)."
     def __init__(self, limit:int|None=None): self.limit = limit
@@ -149,9 +152,11 @@ from .data import SeededSampler
 class Interrupted(Exception):
     "Training was stopped by Ctrl-C after writing a checkpoint."
 
+# %% ../nbs/03_train.ipynb #61d00af1
 class NonFiniteLoss(ConfigError):
     "The loss became NaN or infinite; training was stopped before the optimizer step."
 
+# %% ../nbs/03_train.ipynb #e43d7752
 class StopOnSignal(TrainerCallback):
     "On the first SIGINT, finish the current step, save a checkpoint and stop training; a second SIGINT interrupts at once."
     def __init__(self): self.hit, self._old = False, None
@@ -167,6 +172,7 @@ class StopOnSignal(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.hit: control.should_save = control.should_training_stop = True
 
+# %% ../nbs/03_train.ipynb #4688b548
 def nonfinite_advice(args:TrainingArguments)->str:
     "What to change after a NaN or infinite loss, for these `TrainingArguments`."
     clip = ("the gradient is already clipped to training.max_grad_norm, so " if args.max_grad_norm and args.max_grad_norm > 0
@@ -175,6 +181,7 @@ def nonfinite_advice(args:TrainingArguments)->str:
     return (clip + "lower training.learning_rate (a tenth is a good first try) or raise training.warmup_steps" + fp16
             + "; then start afresh with --overwrite, since a resumed run keeps the old learning rate and schedule.")
 
+# %% ../nbs/03_train.ipynb #2490108c
 class QLoRATrainer(Trainer):
     "A `Trainer` that stops with `NonFiniteLoss` on a NaN or infinite loss, batches by token budget when given one, and orders epoch k's data by (seed, k) alone."
     def __init__(self, *a, max_tokens_per_batch:int|None=None, **kw):
@@ -224,6 +231,7 @@ def loss_curves(log_history:list[dict])->dict:
     return {'train': [(h['step'], h['loss']) for h in log_history if 'loss' in h],
             'eval': [(h['step'], h['eval_loss']) for h in log_history if 'eval_loss' in h]}
 
+# %% ../nbs/03_train.ipynb #ac35466d
 def plot_losses(log_history:list[dict], title:str|None=None):
     "A matplotlib `Figure` of the train and eval loss against the optimizer step."
     from matplotlib.figure import Figure
@@ -236,12 +244,14 @@ def plot_losses(log_history:list[dict], title:str|None=None):
     if c['train'] or c['eval']: ax.legend()
     return fig
 
+# %% ../nbs/03_train.ipynb #d56ba841
 def save_loss_plot(log_history:list[dict], path)->Path:
     "Write the loss plot to `path` (PNG), atomically."
     p = Path(path); tmp = p.with_name(f'.{p.name}.tmp.png')
     plot_losses(log_history).savefig(tmp, dpi=100); os.replace(tmp, p)
     return p
 
+# %% ../nbs/03_train.ipynb #d7881f6e
 class LossPlot(TrainerCallback):
     "Keep `output_dir/loss.png` up to date with the train and eval loss (main process only)."
     def on_log(self, args, state, control, logs=None, **kw):
@@ -269,6 +279,7 @@ def losses(trainer)->list[float]:
     "The logged training losses of a trainer, in order."
     return [h['loss'] for h in trainer.state.log_history if 'loss' in h]
 
+# %% ../nbs/03_train.ipynb #97aabca8
 def _prepare_result_path(rp:Path, overwrite:bool):
     "Delete all checkpoints (`overwrite`) or the incomplete ones, which no run will ever resume from."
     for c in checkpoints(rp, complete=None if overwrite else False): shutil.rmtree(c)

@@ -132,7 +132,7 @@ def test_dequantized_base(family):
     from qlora_nb.config import load_config
     from qlora_nb.infer import dequantized_base, rel_l2
     from qlora_nb.model import load_base_model, resolve_run
-    run = resolve_run(load_config(overrides=[f'model_name={replica_dir(family)}', 'quantization.bnb_4bit_compute_dtype=float32']), data=False)
+    run = resolve_run(load_config(overrides=[f'model_name={replica_dir(family)}', 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     with torch.no_grad(): d = rel_l2(load_base_model(run).eval()(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
     assert d < 1e-2, d   # 4-bit kernels vs float32 matmuls on the same dequantized weights: a few 1e-3

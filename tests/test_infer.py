@@ -73,7 +73,7 @@ def test_dequantized_base_of_a_tied_embedding_model(tmp_path, monkeypatch):
     from qlora_nb.infer import dequantized_base
     from qlora_nb.model import resolve_run
     orig = tied_model(tmp_path/'tied')
-    run = resolve_run(load_config(overrides=[f'model_name={tmp_path}/tied']), data=False)
+    run = resolve_run(load_config(overrides=[f'model_name={tmp_path}/tied']), for_training=False)
     m = dequantized_base(run)
     assert m.config.tie_word_embeddings and m.lm_head.weight is m.model.embed_tokens.weight
     assert torch.equal(m.model.embed_tokens.weight, orig.model.embed_tokens.weight.float())   # not quantized: copied exactly
