@@ -27,7 +27,8 @@ def cli_config(config, # the CONFIG argument: a YAML file, or None for the embed
     return load_config(config or embedded_default_path(), sets or [])
 
 # %% ../nbs/05_cli.ipynb #ee1c5695
-def summary_text(s:dict)->str:
+def summary_text(s:dict, # what `train` returned
+                )->str:
     "The lines printed after a training run."
     rel = lambda p: os.path.relpath(p) if p and not os.path.relpath(p).startswith('..') else p
     lines = [f"Trained {s['model_name']}: {s['steps']} optimizer steps in {s['seconds']:.0f} s"
@@ -76,7 +77,8 @@ def cmd_merge(a):
     print(f"Merged model ({a.dtype}): {out}\nLoads with AutoModelForCausalLM.from_pretrained({str(out)!r}).")
 
 # %% ../nbs/05_cli.ipynb #e5c0a1d2
-def export_text(r:dict)->str:
+def export_text(r:dict, # what `export_gguf` returned
+               )->str:
     "The lines printed after an export: the file, the Modelfile, how to run them, and what to run to quantize when llama-quantize was missing."
     import re
     rel = lambda p: os.path.relpath(p) if not os.path.relpath(p).startswith('..') else str(p)
@@ -155,7 +157,8 @@ def parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/05_cli.ipynb #55929aae
-def main(argv=None):
+def main(argv=None, # the arguments; None: `sys.argv[1:]`
+        ):
     "Entry point of the `qlora-nb` command."
     a = parser().parse_args(argv)
     try: a.fn(a)

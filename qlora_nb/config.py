@@ -145,7 +145,8 @@ def _hf_fields(section):
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, typing.Any) for f in dataclasses.fields(cls) if f.init}
 
-def section_fields(section:str)->dict:
+def section_fields(section:str, # 'quantization', 'lora', 'tokenizer', 'data' or 'training'
+                  )->dict:
     "Valid keys of a config section and their expected types."
     return {**_hf_fields(section), **(_hints(OWN_KEYS[section]) if section in OWN_KEYS else {})}
 
@@ -213,7 +214,8 @@ def validate(cfg:dict, # a (partial) config: a YAML file's mapping, or one overr
     return cfg
 
 # %% ../nbs/00_config.ipynb #939f761a
-def parse_override(s:str)->dict:
+def parse_override(s:str, # `key.path=value`, the value read as YAML
+                  )->dict:
     "Turn `a.b=c` into `{'a': {'b': c}}`, parsing `c` as YAML."
     if '=' not in s: raise ConfigError(f"--set {s}: an override must look like key.path=value, e.g. training.learning_rate=1e-4.")
     path, val = s.split('=', 1)
@@ -228,7 +230,9 @@ def parse_override(s:str)->dict:
     return out
 
 # %% ../nbs/00_config.ipynb #a9acc276
-def merge(base:dict, over:dict)->dict:
+def merge(base:dict, # the config so far
+          over:dict, # what wins over it: a later layer or one override
+         )->dict:
     "Deep-merge `over` into a copy of `base`: mappings merge, everything else replaces."
     out = deepcopy(base)
     for k, v in over.items():
@@ -236,7 +240,8 @@ def merge(base:dict, over:dict)->dict:
     return out
 
 # %% ../nbs/00_config.ipynb #966d7388
-def read_yaml(path)->dict:
+def read_yaml(path, # a YAML config file
+             )->dict:
     "Read a YAML config file safely; one-sentence `ConfigError` for missing, empty or malformed files."
     p = Path(path)
     if not p.is_file(): raise ConfigError(f"{p}: no such config file; check the path (or run without one for the embedded default).")
@@ -250,7 +255,8 @@ def read_yaml(path)->dict:
     return d
 
 # %% ../nbs/00_config.ipynb #86b567ba
-def own_defaults(section:str)->dict:
+def own_defaults(section:str, # 'quantization', 'tokenizer', 'data' or 'training'
+                )->dict:
     "The defaults of our keys in `section`, from their fields."
     return {f.name: deepcopy(f.default) for f in dataclasses.fields(OWN_KEYS[section])}
 
@@ -273,7 +279,8 @@ def load_config(path=None, # a YAML config file; None: the embedded default
 # %% ../nbs/00_config.ipynb #684991ce
 CONFIG_NAME = 'qlora_nb_config.yaml'
 
-def dump_config(cfg:dict)->str:
+def dump_config(cfg:dict, # a validated config
+               )->str:
     "The config as YAML text (UTF-8, keys in the order written)."
     return yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False)
 

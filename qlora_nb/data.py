@@ -270,12 +270,16 @@ def check_data(path, # a `DataSource`, or what `data_source` takes
     return len(load_chats(path))
 
 # %% ../nbs/01_data.ipynb #56187771
-def format_messages(messages:list[dict])->str:
+def format_messages(messages:list[dict], # a chat: list of {role, content}
+                   )->str:
     "The seed recipe's prompt format: one `role: content` line per message."
     return '\n'.join(f"{m['role']}: {m['content']}" for m in messages)
 
 # %% ../nbs/01_data.ipynb #7b256599
-def tokenize_seed(batch:dict, tokenizer, max_length:int=1024)->dict:
+def tokenize_seed(batch:dict, # a batch of records with a `messages` column
+                  tokenizer, # the run's tokenizer
+                  max_length:int=1024, # every row is padded or cut to this
+                 )->dict:
     "The seed recipe's step 7: format, pad every row to `max_length`, labels = input_ids."
     out = tokenizer([format_messages(m) for m in batch['messages']], truncation=True, max_length=max_length, padding='max_length')
     out['labels'] = [list(x) for x in out['input_ids']]
@@ -311,7 +315,9 @@ def _reply_end(text:str, m:dict, start:int, tokenizer)->int:
     tok = next((t for t in _special_strings(tokenizer) if rest.lstrip(' \n').startswith(t)), None)
     return end + (len(rest) - len(rest.lstrip(' \n')) + len(tok) if tok else 0)
 
-def assistant_char_spans(messages:list[dict], tokenizer)->list[tuple[int, int]]:
+def assistant_char_spans(messages:list[dict], # a chat: list of {role, content}
+                         tokenizer, # a tokenizer with a chat template
+                        )->list[tuple[int, int]]:
     "Character spans of each assistant reply, end-of-turn text included, in the rendered conversation."
     text, spans, prev = _render(tokenizer, messages), [], 0
     for i, m in enumerate(messages):
@@ -334,7 +340,8 @@ def _after_reply(tokenizer)->str|None:
     t = _render(tokenizer, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': x}])
     return t[t.find(x)+len(x):] if x in t else None
 
-def ends_turn(tokenizer)->bool:
+def ends_turn(tokenizer, # a tokenizer with a chat template
+             )->bool:
     "Whether the chat template writes any end-of-turn text after an assistant reply."
     import warnings
     try: rest = _after_reply(tokenizer)
@@ -348,7 +355,8 @@ def ends_turn(tokenizer)->bool:
 # %% ../nbs/01_data.ipynb #f699d8df
 _SYSTEM_OK = {}
 
-def system_supported(tokenizer)->bool:
+def system_supported(tokenizer, # a tokenizer with a chat template
+                    )->bool:
     "Whether the chat template renders a system turn as text (some refuse it, some drop it)."
     key = (tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
     if key not in _SYSTEM_OK:
@@ -360,7 +368,8 @@ def system_supported(tokenizer)->bool:
 
 # %% ../nbs/01_data.ipynb #18dcc1c4
 def fold_system(messages:list[dict], # a chat: list of {role, content}
-                tokenizer)->list[dict]:
+                tokenizer, # the tokenizer whose template renders the chat
+               )->list[dict]:
     "`messages` with a leading system turn folded into the first user turn when the chat template cannot render it."
     if not messages or messages[0]['role'] != 'system' or system_supported(tokenizer): return messages
     rest = list(messages[1:])
@@ -370,7 +379,8 @@ def fold_system(messages:list[dict], # a chat: list of {role, content}
     return rest
 
 # %% ../nbs/01_data.ipynb #435712e9
-def system_note(tokenizer)->str|None:
+def system_note(tokenizer, # a tokenizer with a chat template
+               )->str|None:
     "The sentence `inspect` and `train` print when the template cannot render a system turn."
     if system_supported(tokenizer): return None
     return "The chat template cannot render a system turn, so a system prompt is folded into the first user turn (as Gemma 3's template does)."
@@ -437,7 +447,8 @@ def stop_token_ids(tokenizer, # a tokenizer with a chat template
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 # %% ../nbs/01_data.ipynb #7af515e2
-def untrained_end_of_turn(tokenizer)->list[str]:
+def untrained_end_of_turn(tokenizer, # a tokenizer with a chat template
+                         )->list[str]:
     "End-of-turn tokens (or EOS, for templates that write none) that `tokenize_conversation` would leave untrained after a reply."
     chat = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello.'},
             {'role': 'user', 'content': 'Bye'}, {'role': 'assistant', 'content': 'Bye.'}]
@@ -446,7 +457,9 @@ def untrained_end_of_turn(tokenizer)->list[str]:
     return [t for t in (end_of_turn_tokens(tokenizer) or [tokenizer.eos_token]) if tokenizer.convert_tokens_to_ids(t) not in trained]
 
 # %% ../nbs/01_data.ipynb #3446dd62
-def check_end_of_turn_trained(tokenizer, name:str='the model'):
+def check_end_of_turn_trained(tokenizer, # a tokenizer with a chat template
+                              name:str='the model', # the model, as the error names it
+                             ):
     "Refuse, in one sentence, a tokenizer whose chat template leaves its end-of-turn token untrained."
     if (miss := untrained_end_of_turn(tokenizer)):
         raise ConfigError(f"{name}: the chat template writes {', '.join(miss)} after each reply but the reply's tokens would not include it, "

@@ -58,7 +58,8 @@ def qlora_memory(config, # a transformers model config
     return {**m, 'total': sum(m.values())}
 
 # %% ../nbs/06_distributed.ipynb #8ac09d10
-def llama_config(size:str)->LlamaConfig:
+def llama_config(size:str, # a key of the sizes table: '1b', '7b', …
+                )->LlamaConfig:
     "The config of Llama-2 7B or 70B (shapes only), for memory arithmetic."
     shapes = {'7B': dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),
               '70B': dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8)}

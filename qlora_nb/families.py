@@ -105,7 +105,8 @@ FAMILIES = {
 }
 
 # %% ../nbs/08_families.ipynb #291166a3
-def template_text(name:str)->str:
+def template_text(name:str, # a template's file name under `assets/chat_templates`, without `.jinja`
+                 )->str:
     "A chat template shipped in `qlora_nb/assets/chat_templates`."
     return (Path(str(files('qlora_nb')/'assets'/'chat_templates'))/f'{name}.jinja').read_text(encoding='utf-8')
 
@@ -165,7 +166,8 @@ def make_replica(family:str, # a key of `FAMILIES`
 # %% ../nbs/08_families.ipynb #0567abe3
 REPLICA_VERSION = 3  # 3: SentencePiece-kind replicas trained by SentencePiece, with tokenizer.model
 
-def replica_dir(family:str)->Path:
+def replica_dir(family:str, # a key of `FAMILIES`
+               )->Path:
     "The replica of `family` in the cache, built on first use."
     return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}', lambda d: make_replica(family, d))
 

@@ -39,7 +39,8 @@ def apply_transform(y:torch.Tensor, # the head's output
 PLAIN_FAMILIES = ('LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Phi3ForCausalLM',
                   'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM')
 
-def logit_transform(model)->dict|None:
+def logit_transform(model, # a transformers causal LM
+                   )->dict|None:
     "The final logit transform of a transformers causal LM's family (`{}`: none), or None for a family not known here."
     n = type(model).__name__
     if n in PLAIN_FAMILIES: return {}
@@ -127,12 +128,14 @@ def kernel_loss(kernel:str, h:torch.Tensor, head:torch.nn.Linear, targets:torch.
     return s.float() / n
 
 # %% ../nbs/02b_loss.ipynb #8b6f3be2
-def causal_lm(model):
+def causal_lm(model, # a transformers causal LM, or a peft model around one
+             ):
     "The transformers model inside a peft model (or `model` itself)."
     return model.get_base_model() if hasattr(model, 'get_base_model') else model
 
 # %% ../nbs/02b_loss.ipynb #3e685b28
-def loss_path(model)->str:
+def loss_path(model, # a transformers causal LM, or a peft model around one
+             )->str:
     "Which loss a model trains with: 'chunked', 'liger', 'cut-cross-entropy', or 'plain' (full logits)."
     return getattr(causal_lm(model), '_qlora_nb_loss', 'plain')
 

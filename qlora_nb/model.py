@@ -25,7 +25,8 @@ __all__ = ['DTYPES', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_
            'quantization_config', 'lora_config', 'load_base_model', 'load_model']
 
 # %% ../nbs/02_model.ipynb #7be1e7db
-def model_path(name:str)->str:
+def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
+              )->str:
     "What `from_pretrained` gets for a config's `model_name` (`builtin:tiny` is built on first use)."
     if name == 'builtin:tiny':
         from qlora_nb.tiny import tiny_model_dir
@@ -176,7 +177,8 @@ def _never_trained(tokenizer)->set[str]:
     except Exception: eot = []   # no template, or one that refuses a plain user/assistant chat
     return {tokenizer.eos_token, *eot}
 
-def pad_token_choice(tokenizer)->tuple[str, str]:
+def pad_token_choice(tokenizer, # the model's tokenizer, as loaded
+                    )->tuple[str, str]:
     "`(token, why)`: a pad token that is never a training target, preferring one the vocabulary already has; `why` is 'added' if none has."
     trained, specials = _never_trained(tokenizer), sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1])
     if tokenizer.pad_token is not None and tokenizer.pad_token not in trained: return tokenizer.pad_token, 'the tokenizer\'s pad token'
@@ -188,7 +190,9 @@ def pad_token_choice(tokenizer)->tuple[str, str]:
     return '<|pad|>', 'added'
 
 # %% ../nbs/02_model.ipynb #1ad7ed34
-def set_pad_token(tokenizer, policy:str='distinct'):
+def set_pad_token(tokenizer, # the model's tokenizer (changed in place)
+                  policy:str='distinct', # `tokenizer.pad_token` of the config: 'distinct' or 'eos'
+                 ):
     "Give `tokenizer` a pad token: EOS (`policy='eos'`, the seed) or `pad_token_choice` (a token added only when none can serve)."
     if policy == 'eos': tokenizer.pad_token = tokenizer.eos_token; return tokenizer
     t, why = pad_token_choice(tokenizer)
@@ -230,7 +234,8 @@ def linear_layers(model:torch.nn.Module, # a model: a skeleton, a 4-bit model, a
     return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, (torch.nn.Linear, Conv1D)) and mod is not out]
 
 # %% ../nbs/02_model.ipynb #68e18364
-def linear_module_names(model:torch.nn.Module)->list[str]:
+def linear_module_names(model:torch.nn.Module, # a model: a skeleton, a 4-bit model, a peft model
+                       )->list[str]:
     "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
     return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
 
@@ -273,7 +278,10 @@ def batch_tokens(cfg:dict, # a validated config
     return token_budget(cfg) or cfg['training']['per_device_train_batch_size'] * cfg['data']['max_length']
 
 # %% ../nbs/02_model.ipynb #73dbb85a
-def needs_checkpointing(model_config, tokens:int, free:int)->bool:
+def needs_checkpointing(model_config, # a transformers model config
+                        tokens:int, # padded tokens in one batch
+                        free:int, # bytes free for training
+                       )->bool:
     "Whether a batch of `tokens` would take more than half of `free` bytes without gradient checkpointing."
     return activation_bytes(model_config, tokens) > free / 2
 
@@ -364,7 +372,8 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                tokenizer=tok, model_config=mc, generation_config=gen)
 
 # %% ../nbs/02_model.ipynb #c9913cd6
-def run_report(run:Run)->str:
+def run_report(run:Run, # a resolved run (`resolve_run`)
+              )->str:
     "What `qlora-nb inspect` says about a resolved run: the model, its tokens and template, the adapters, device and precision."
     tok, c = run.tokenizer, run.config
     name = lambda i: repr(tok.convert_ids_to_tokens(i))
@@ -386,7 +395,8 @@ def run_report(run:Run)->str:
     return '\n'.join(lines)
 
 # %% ../nbs/02_model.ipynb #63d6467e
-def quantization_config(run:Run)->BitsAndBytesConfig:
+def quantization_config(run:Run, # a resolved run (`resolve_run`)
+                       )->BitsAndBytesConfig:
     "The `BitsAndBytesConfig` of a resolved run: its compute dtype, and under FSDP the 4-bit storage in that dtype."
     q = {k: v for k, v in run.config['quantization'].items() if k != 'upcast_unquantized'}   # ours, not bitsandbytes'
     q['bnb_4bit_compute_dtype'] = run.dtype
@@ -398,7 +408,8 @@ def quantization_config(run:Run)->BitsAndBytesConfig:
     return BitsAndBytesConfig(**q)
 
 # %% ../nbs/02_model.ipynb #3ffbb147
-def lora_config(run:Run)->LoraConfig:
+def lora_config(run:Run, # a resolved run (`resolve_run`)
+               )->LoraConfig:
     "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`)."
     lc = run.config['lora']   # peft's section: its optional keys are read with .get
     if lc.get('target_parameters') and lc.get('lora_dropout'):
@@ -407,7 +418,8 @@ def lora_config(run:Run)->LoraConfig:
     return LoraConfig(**{**lc, 'target_modules': run.lora_targets})
 
 # %% ../nbs/02_model.ipynb #d8d3ecd6
-def load_base_model(run:Run)->torch.nn.Module:
+def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `adapter_run`)
+                   )->torch.nn.Module:
     "The frozen 4-bit base model of a resolved run, on its device, with room for the run's tokenizer and its pad id."
     m = AutoModelForCausalLM.from_pretrained(run.model_path, quantization_config=quantization_config(run),
                                              device_map={'': run.device}, dtype=run.dtype, **load_kw(run.config))
@@ -417,7 +429,8 @@ def load_base_model(run:Run)->torch.nn.Module:
     return m
 
 # %% ../nbs/02_model.ipynb #88ad2bf7
-def load_model(run:Run)->torch.nn.Module:
+def load_model(run:Run, # a resolved run (`resolve_run`)
+              )->torch.nn.Module:
     "The 4-bit base model with fresh LoRA adapters, ready to train."
     m = load_base_model(run)
     tr = run.config['training']

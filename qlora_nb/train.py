@@ -24,7 +24,8 @@ __all__ = ['COMPLETE', 'LOCK_NAME', 'fp32_trainable', 'training_args', 'checkpoi
            'train']
 
 # %% ../nbs/03_train.ipynb #286d2b91
-def fp32_trainable(model)->int:
+def fp32_trainable(model, # a peft model
+                  )->int:
     "Cast every trainable parameter of `model` to float32 in place; return how many were cast."
     n = 0
     for p in model.parameters():
@@ -56,7 +57,9 @@ COMPLETE = 'qlora_nb_complete.json'
 
 def _step(c:Path)->int: return int(c.name.split('-')[1])
 
-def checkpoints(result_path, complete:bool|None=True)->list[Path]:
+def checkpoints(result_path, # a run's `result_path`
+                complete:bool|None=True, # True: complete ones; False: incomplete ones; None: all
+               )->list[Path]:
     "Checkpoint folders under `result_path`, oldest first: complete ones (`None`: all, `False`: incomplete ones)."
     p = Path(result_path)
     cks = [c for c in p.glob('checkpoint-*') if re.fullmatch(r'checkpoint-\d+', c.name) and c.is_dir()] if p.is_dir() else []
@@ -64,7 +67,8 @@ def checkpoints(result_path, complete:bool|None=True)->list[Path]:
     return sorted(cks, key=_step)
 
 # %% ../nbs/03_train.ipynb #bfce4c88
-def last_checkpoint(result_path)->Path|None:
+def last_checkpoint(result_path, # a run's `result_path`
+                   )->Path|None:
     "The newest complete checkpoint folder under `result_path`, if any."
     cks = checkpoints(result_path)
     return cks[-1] if cks else None
@@ -75,7 +79,9 @@ def _fsync(p:Path):
     try: os.fsync(fd)
     finally: os.close(fd)
 
-def mark_complete(ck:Path, step:int):
+def mark_complete(ck:Path, # a checkpoint folder, fully written
+                  step:int, # its optimizer step
+                 ):
     "Flush a written checkpoint folder to disk, then mark it complete by atomic rename."
     for f in ck.rglob('*'):
         if f.is_file(): _fsync(f)
@@ -173,7 +179,8 @@ class StopOnSignal(TrainerCallback):
         if self.hit: control.should_save = control.should_training_stop = True
 
 # %% ../nbs/03_train.ipynb #4688b548
-def nonfinite_advice(args:TrainingArguments)->str:
+def nonfinite_advice(args:TrainingArguments, # the run's `TrainingArguments`
+                    )->str:
     "What to change after a NaN or infinite loss, for these `TrainingArguments`."
     clip = ("the gradient is already clipped to training.max_grad_norm, so " if args.max_grad_norm and args.max_grad_norm > 0
             else "set training.max_grad_norm=1.0 (gradient clipping is off), and ")
@@ -226,13 +233,16 @@ class _EpochToSampler(TrainerCallback):
         if self.trainer.epoch_sampler is not None: self.trainer.epoch_sampler.set_epoch(int(state.epoch or 0))
 
 # %% ../nbs/03_train.ipynb #4ac37f41
-def loss_curves(log_history:list[dict])->dict:
+def loss_curves(log_history:list[dict], # a Trainer's `state.log_history`
+               )->dict:
     "`{'train': [(step, loss)], 'eval': [(step, eval_loss)]}` from a Trainer's `log_history`."
     return {'train': [(h['step'], h['loss']) for h in log_history if 'loss' in h],
             'eval': [(h['step'], h['eval_loss']) for h in log_history if 'eval_loss' in h]}
 
 # %% ../nbs/03_train.ipynb #ac35466d
-def plot_losses(log_history:list[dict], title:str|None=None):
+def plot_losses(log_history:list[dict], # a Trainer's `state.log_history`
+                title:str|None=None, # the figure's title
+               ):
     "A matplotlib `Figure` of the train and eval loss against the optimizer step."
     from matplotlib.figure import Figure
     c = loss_curves(log_history)
@@ -245,7 +255,9 @@ def plot_losses(log_history:list[dict], title:str|None=None):
     return fig
 
 # %% ../nbs/03_train.ipynb #d56ba841
-def save_loss_plot(log_history:list[dict], path)->Path:
+def save_loss_plot(log_history:list[dict], # a Trainer's `state.log_history`
+                   path, # the PNG file to write
+                  )->Path:
     "Write the loss plot to `path` (PNG), atomically."
     p = Path(path); tmp = p.with_name(f'.{p.name}.tmp.png')
     plot_losses(log_history).savefig(tmp, dpi=100); os.replace(tmp, p)
@@ -275,7 +287,8 @@ def save_adapter(model, # the trained peft model
 # %% ../nbs/03_train.ipynb #95e73b62
 from contextlib import ExitStack
 
-def losses(trainer)->list[float]:
+def losses(trainer, # a Trainer that has trained
+          )->list[float]:
     "The logged training losses of a trainer, in order."
     return [h['loss'] for h in trainer.state.log_history if 'loss' in h]
 
