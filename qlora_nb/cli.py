@@ -107,8 +107,10 @@ def option(fn, # the function the option's value goes to
           )->dict:
     "`add_argument` keywords for parameter `name` of `fn`: its default, its type, and its docment as the help."
     from fastcore.docments import docments
-    d = inspect.signature(fn).parameters[name].default
-    kw = dict(default=None if d is inspect.Parameter.empty else d, help=docments(fn)[name], **kw)
+    fn = inspect.unwrap(fn)   # a function wrapped with functools.wraps (a test's, a user's) speaks for the one it wraps
+    p = inspect.signature(fn).parameters.get(name)
+    d = inspect.Parameter.empty if p is None else p.default
+    kw = dict(default=None if d is inspect.Parameter.empty else d, help=docments(fn).get(name), **kw)
     if isinstance(d, (int, float)) and not isinstance(d, bool): kw['type'] = type(d)
     return kw
 

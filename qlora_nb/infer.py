@@ -39,7 +39,7 @@ def adapter_run(adapter_dir, # an adapter folder (a run's save_path), or a forei
     check_model_folder(d, cfg['trust_remote_code'], cfg['allow_pickle'])
     run = resolve_run(cfg, tokenizer_from=d if (d/'tokenizer_config.json').is_file() else None, for_training=False)
     was = json.loads((d/RUN_NAME).read_text(encoding='utf-8')) if (d/RUN_NAME).is_file() else {}
-    for k in ('architecture', 'vocab_size', 'linear_names'):
+    for k in ('architecture', 'vocab_size', 'hidden_size', 'layers', 'linear_names'):
         if k in was and was[k] != getattr(run, k):
             raise ConfigError(f"{d}: the adapter was trained on a base with {k.replace('_', ' ')} {was[k]}, but {cfg['model_name']} now has "
                               f"{getattr(run, k)}; point model_name in {d/CONFIG_NAME} at the model it was trained on.")

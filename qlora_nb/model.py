@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #c2b76430
 from __future__ import annotations
-import dataclasses, json, os, sys, warnings
+import copy, dataclasses, json, os, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,6 +306,8 @@ class Run:
     model_path: str # what `from_pretrained` gets, checked once (`safe_model_path`)
     architecture: str # the class `AutoModelForCausalLM` builds, e.g. LlamaForCausalLM
     vocab_size: int # rows of the model's embeddings, as its config has them
+    hidden_size: int # width of the model (its text model's, for a multimodal one)
+    layers: int # decoder layers
     linear_names: list # short names of the model's linear layers (`linear_module_names`)
     lora_targets: list|str|None # `lora.target_modules` as peft gets it (`lora_targets`)
     tokenizer_size: int # tokens of the tokenizer, an added pad token included
@@ -357,8 +359,10 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     dt, fsdp = compute_dtype(cfg['quantization']['bnb_4bit_compute_dtype'], bf16_ok), fsdp_enabled()
     chat = cfg['data']['format'] == 'chat_template'
     upcast = cfg['quantization']['upcast_unquantized']
+    text = getattr(mc, 'text_config', mc)
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
-               vocab_size=skeleton.get_input_embeddings().weight.shape[0], linear_names=have, lora_targets=lora_targets(want, have),
+               vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
+               linear_names=have, lora_targets=lora_targets(want, have),
                tokenizer_size=len(tok), pad_token=tok.pad_token, pad_token_id=tok.pad_token_id, eos_token=tok.eos_token,
                end_of_turn=end_of_turn_tokens(tok) if chat else [], stop_token_ids=stop_token_ids(tok, gen) if chat else
                list(dict.fromkeys([tok.eos_token_id, *([g] if isinstance(g := getattr(gen, 'eos_token_id', None), int) else g or [])])),
@@ -379,7 +383,7 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
     name = lambda i: repr(tok.convert_ids_to_tokens(i))
     t = run.template
     lines = [f"Model {c['model_name']}" + (f" ({run.model_path})" if run.model_path != c['model_name'] else '') + f": {run.architecture}, "
-             f"{run.vocab_size:,} embedding rows, tokenizer of {run.tokenizer_size:,} tokens.",
+             f"{run.layers} layers of width {run.hidden_size}, {run.vocab_size:,} embedding rows; tokenizer of {run.tokenizer_size:,} tokens.",
              f"Tokens: pad {run.pad_token!r} (id {run.pad_token_id}), EOS {run.eos_token!r}, end of turn "
              f"{', '.join(run.end_of_turn) or '(none: EOS is appended to the last reply)'}; generation stops at {', '.join(map(name, run.stop_token_ids))}.",
              *([f"Template: {'{% generation %} markers give the assistant mask' if t.generation_markers else 'replies found by rendering prefixes'}; "
@@ -421,8 +425,9 @@ def lora_config(run:Run, # a resolved run (`resolve_run`)
 def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `adapter_run`)
                    )->torch.nn.Module:
     "The frozen 4-bit base model of a resolved run, on its device, with room for the run's tokenizer and its pad id."
-    m = AutoModelForCausalLM.from_pretrained(run.model_path, quantization_config=quantization_config(run),
-                                             device_map={'': run.device}, dtype=run.dtype, **load_kw(run.config))
+    m = AutoModelForCausalLM.from_pretrained(run.model_path, config=copy.deepcopy(run.model_config),   # read once; a copy, as loading adds to it
+                                             quantization_config=quantization_config(run), device_map={'': run.device}, dtype=run.dtype,
+                                             **load_kw(run.config))
     if run.tokenizer_size > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(run.tokenizer_size)
     m.config.pad_token_id = m.generation_config.pad_token_id = run.pad_token_id
     m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
