@@ -203,9 +203,10 @@ def set_pad_token(tokenizer, # the model's tokenizer (changed in place)
 # %% ../nbs/02_model.ipynb #add7d7db
 def load_tokenizer(path, # a checked model folder (`safe_model_path`), or an adapter folder, whose tokenizer has its pad token already
                    cfg:dict, # a validated config
+                   model_config=None, # the model's transformers config when the caller has read it (else transformers reads it again)
                   ):
     "The run's tokenizer, checked (an EOS token; a chat template that trains its end of turn), with its pad token set by `tokenizer.pad_token`."
-    t = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg['trust_remote_code'])
+    t = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg['trust_remote_code'], **({'config': model_config} if model_config else {}))
     if t.eos_token is None: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no EOS token, so a fine-tuned model could not learn to stop; use a chat model's tokenizer.")
     if cfg['data']['format'] == 'chat_template':
         if not t.chat_template: raise ConfigError(f"{cfg['model_name']}: the tokenizer has no chat template; use a chat (instruct) model, or set data.format=seed for the seed recipe's plain format.")
@@ -351,7 +352,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     skeleton = model_skeleton(mc, trc)
     have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
     check_target_modules(want, have, cfg['model_name'])
-    tok = load_tokenizer(tokenizer_from or path, cfg)
+    tok = load_tokenizer(tokenizer_from or path, cfg, mc)
     try: gen = GenerationConfig.from_pretrained(path)
     except OSError: gen = None   # a model without generation_config.json
     dev = device(); on_cpu = dev.type == 'cpu'

@@ -44,12 +44,13 @@ def test_train_decides_once_and_reads_the_data_once(tmp_path, monkeypatch, capsy
 def test_run_saved_beside_the_adapter_and_shown_by_inspect(tmp_path, env):
     "`train` writes qlora_nb_run.json beside the adapter; its facts are what `resolve_run` decides and what `inspect` prints."
     from qlora_nb.config import load_config
+    from qlora_nb.cli import embedded_default_path
     from qlora_nb.model import RUN_NAME, resolve_run
     over = [f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=2']
     p = subprocess.run(qlora_nb('train', *sets(*over)), env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     saved = json.loads((tmp_path/'adapter'/RUN_NAME).read_text(encoding='utf-8'))
-    run = resolve_run(load_config(overrides=over))
+    run = resolve_run(load_config(embedded_default_path(), over))   # what `qlora-nb train` ran: the embedded default
     mine = run.to_dict()
     for k in ('architecture', 'vocab_size', 'hidden_size', 'layers', 'linear_names', 'lora_targets', 'pad_token', 'pad_token_id',
               'eos_token', 'end_of_turn', 'stop_token_ids', 'template', 'compute_dtype', 'mixed_precision', 'gradient_checkpointing'):
