@@ -2,11 +2,11 @@
 (read back with transformers' GGUF loader, or the reason it cannot be).
 
 Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
-import json, os, re, subprocess, sys, time
+import json, re
 from pathlib import Path
 
 import pytest, torch
-from conftest import REPO, qlora_nb
+from conftest import REPO, run, sets
 
 from qlora_nb.families import COLUMNS, FAMILIES, replica_dir
 
@@ -194,26 +194,21 @@ for family, base, adapter in json.loads(sys.argv[1]):
 print(json.dumps(out))
 '''
 
-def test_plain_peft(root, env):
+def test_plain_peft(root):
     "Every adapter loads with plain peft on its unmodified base, in a process that never imports qlora_nb."
     jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES]
-    p = subprocess.run([sys.executable, '-c', PLAIN, json.dumps(jobs)], env={**env, 'PYTHONPATH': ''}, capture_output=True, text=True,
-                       timeout=300, cwd=root)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = run(json.dumps(jobs), code=PLAIN, env={'PYTHONPATH': ''}, cwd=root, rc=0)   # not this checkout's qlora_nb on the path
     ok = json.loads(p.stdout.strip().splitlines()[-1])
     for f, v in ok.items(): record(f, **{'plain peft': v})
     assert all(ok.values()), ok
 
-def test_cli_train_and_inspect(tmp_path, env):
+def test_cli_train_and_inspect(tmp_path):
     "One family through the command line: `inspect` says what it decided, `train` says the system turn is folded."
-    sets = [f'model_name={replica_dir("gemma2")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS]
-    args = [a for s in sets for a in ('--set', s)]
-    i = subprocess.run(qlora_nb('inspect', *args), env=env, capture_output=True, text=True, timeout=300)
-    assert i.returncode == 0, i.stderr
+    args = sets(f'model_name={replica_dir("gemma2")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS)
+    i = run('inspect', *args, rc=0)
     assert "pad '<pad>'" in i.stdout and "'<end_of_turn>'" in i.stdout and 'folded into the first user turn' in i.stdout, i.stdout
     assert 'LoRA adapters on: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj.' in i.stdout
-    t = subprocess.run(qlora_nb('train', *args), env=env, capture_output=True, text=True, timeout=300)
-    assert t.returncode == 0, t.stderr
+    t = run('train', *args, rc=0)
     assert t.stdout.count('folded into the first user turn') == 1 and (tmp_path/'adapter'/'adapter_model.safetensors').exists()
 
 def test_moe_experts_when_asked(tmp_path):
