@@ -1,7 +1,7 @@
 "End-to-end checks of the foundation: `qlora-nb train` on the embedded default and on bad input."
 import json, re, textwrap
-import pytest
-from conftest import run
+import pytest, torch
+from conftest import run, sets
 
 def test_embedded_default_trains_and_halves_loss(tmp_path):
     r = run('train', cwd=tmp_path, timeout=1500, rc=0)
@@ -29,6 +29,23 @@ def test_embedded_default_trains_and_halves_loss(tmp_path):
     ''')
     r2 = run(code=code, cwd=tmp_path, rc=0)
     assert 'OK True' in r2.stdout, r2.stdout
+
+# The embedded default's first four logged losses on the CPU: `qlora-nb train` with no config, stopped after 4 optimizer
+# steps (so the learning rate decays over 4 steps), logging every step. The tiny model is built from a fixed seed, and the
+# sample chats, their batching and masking, the LoRA initialisation, NF4 quantization and the optimizer are deterministic
+# on the CPU, so these are exact to float32 rounding, run after run and in a fresh cache. A change that moves them on
+# purpose (the tiny model or its tokenizer, the sample chats, tiny.yaml, the default preset, the loss, a new torch or
+# transformers) re-pins them: run this test, copy the `logged` list its failure prints, and say in the commit why they moved.
+FIRST_LOSSES = [8.570650100708008, 8.09949779510498, 7.691205024719238, 7.22776985168457]
+
+def test_embedded_default_first_losses_pinned(tmp_path):
+    run('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=4',
+                       'training.logging_steps=1'), cwd=tmp_path, rc=0)
+    last = max(tmp_path.glob('run/checkpoint-*/trainer_state.json'), key=lambda f: int(f.parent.name.split('-')[1]))
+    logged = [h['loss'] for h in json.loads(last.read_text(encoding='utf-8'))['log_history'] if 'loss' in h]
+    assert len(logged) == len(FIRST_LOSSES), logged
+    torch.testing.assert_close(torch.tensor(logged, dtype=torch.float64), torch.tensor(FIRST_LOSSES, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-5, msg=lambda m: f'{m}\nlogged: {logged}')
 
 def _refused(r, tmp_path, *needles):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
