@@ -1,5 +1,5 @@
 "End-to-end checks of the foundation: `qlora-nb train` on the embedded default and on bad input."
-import json, re, textwrap
+import json, re, shutil, textwrap
 import pytest, torch
 from conftest import run, sets
 
@@ -77,6 +77,27 @@ def test_bad_data_refused_naming_file_and_line(tmp_path):
 def test_missing_target_modules_refused(tmp_path):
     r = run('train', '--set', 'lora.target_modules=[query_key_value]', cwd=tmp_path)
     _refused(r, tmp_path, "no linear layer named 'query_key_value'", 'q_proj')
+
+def test_unsafe_model_folders_are_refused(tmp_path):
+    from qlora_nb.model import model_path
+    m = tmp_path/'m'; shutil.copytree(model_path('builtin:tiny'), m)
+    (m/'model.safetensors').rename(m/'pytorch_model.bin')
+    p = run('train', '--set', f'model_name={m}', '--set', f'result_path={tmp_path}/run', cwd=tmp_path, timeout=120, rc=2)
+    assert 'allow_pickle' in p.stderr and 'Traceback' not in p.stderr, p.stderr
+    assert not (tmp_path/'run').exists() or not any((tmp_path/'run').glob('checkpoint-*'))
+
+@pytest.mark.parametrize('name,says', [('/no/such/folder', 'no such folder'), ('EMPTY', 'no config.json'),
+                                        ('qlora-nb/not-cached', 'not in the local cache'), ('UNKNOWN', 'does not know the architecture')])
+def test_model_names(name, says, tmp_path, capsys):
+    "Each way a model name can be wrong: one sentence and exit 2, before the data is read (here: a data file that is not there)."
+    from qlora_nb.cli import main
+    if name == 'EMPTY': name = str(tmp_path)
+    if name == 'UNKNOWN': (tmp_path/'config.json').write_text('{"model_type": "llama99"}'); name = str(tmp_path)
+    for cmd in ('train', 'inspect'):
+        with pytest.raises(SystemExit) as e: main([cmd, '--set', f'model_name={name}', '--set', 'training_data_json_path=/no/data.jsonl',
+                                                   '--set', f'result_path={tmp_path}/run'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and 'data' not in err.split(says)[0][-20:] and err.count('\n') == 1, err
 
 def test_seed_preset_fp16_refused_on_cpu_with_the_fix(tmp_path):
     cfg = tmp_path/'seed.yaml'
