@@ -1,4 +1,4 @@
-import os, subprocess, sys
+import os, shlex, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -17,17 +17,67 @@ def _own_cache(tmp_path_factory):
     if old is None: os.environ.pop('QLORA_NB_CACHE', None)
     else: os.environ['QLORA_NB_CACHE'] = old
 
-def run_env():
-    "Environment of a subprocess: this checkout's qlora_nb, offline, quiet."
-    return {**os.environ, 'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'HF_HUB_OFFLINE': '1',
-            'TOKENIZERS_PARALLELISM': 'false', 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1'}
+def run_env(env:dict|None=None)->dict:
+    "Environment of a subprocess: this checkout's qlora_nb, offline, quiet, UTF-8; then `env` (a value of None removes the variable)."
+    e = {**os.environ, 'PYTHONPATH': f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'HF_HUB_OFFLINE': '1',
+         'TOKENIZERS_PARALLELISM': 'false', 'PYTHONUNBUFFERED': '1', 'PYTHONIOENCODING': 'utf-8', 'OMP_NUM_THREADS': '1'}
+    for k, v in (env or {}).items():
+        if v is None: e.pop(k, None)
+        else: e[k] = str(v)
+    return e
 
-def qlora_nb(*args, script=None, **kw):
-    "`[python, -m qlora_nb.cli | script, *args]` as a Popen argument list."
-    return [sys.executable, *( [str(script)] if script else ['-m', 'qlora_nb.cli'] ), *map(str, args)]
+def torchrun(nproc:int=1)->list[str]:
+    "What starts `nproc` Python processes (a `launch` for `run`): `python` for one, `torchrun --standalone` (gloo on the CPU) for more."
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [sys.executable]
 
-@pytest.fixture(scope='session')
-def env(): return run_env()
+def command(*args, script=None, code=None, launch=None)->list[str]:
+    "`[*launch, -m qlora_nb.cli | script | -c code, *args]`: `qlora-nb ARGS` unless a script or code is given."
+    what = ['-c', code] if code is not None else [str(script)] if script else ['-m', 'qlora_nb.cli']
+    return [*(launch or [sys.executable]), *what, *map(str, args)]
+
+def _tail(s, n=4000): return s if len(s or '') <= n else '…' + s[-n:]
+
+def said(p)->str:
+    "A finished process's command, exit code and (the ends of) its output: the message of a failed assertion."
+    return (f"$ {shlex.join(map(str, p.args))}\nexit code {p.returncode}\n--- stdout ---\n{_tail(p.stdout)}\n"
+            f"--- stderr ---\n{_tail(p.stderr)}")
+
+def run(*args, script=None, code=None, launch=None, env=None, cwd=None, input=None, timeout=300, rc=None)->subprocess.CompletedProcess:
+    """Run `qlora-nb ARGS` (or `script ARGS`, or `python -c code ARGS`; under `launch`, e.g. `torchrun(2)`) in a subprocess with
+    `run_env(env)`, in `cwd`, `input` on its stdin; text (UTF-8) stdout and stderr captured. `rc`: the exit code it must give
+    (asserted, with its output in the message); None: not checked."""
+    p = subprocess.run(command(*args, script=script, code=code, launch=launch), env=run_env(env), cwd=cwd, input=input,
+                       capture_output=True, text=True, encoding='utf-8', errors='replace', timeout=timeout)
+    if rc is not None: assert p.returncode == rc, said(p)
+    return p
+
+_SPAWNED = []
+
+def spawn(*args, script=None, code=None, launch=None, env=None, cwd=None)->subprocess.Popen:
+    """`run`'s command started in the background, stdout and stderr together in one pipe; `finish` waits for it.
+    One still running when its test ends is killed."""
+    p = subprocess.Popen(command(*args, script=script, code=code, launch=launch), env=run_env(env), cwd=cwd,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding='utf-8', errors='replace')
+    _SPAWNED.append(p)
+    return p
+
+def finish(p:subprocess.Popen, timeout=300, rc=None)->subprocess.CompletedProcess:
+    "Wait for a `spawn`ed process: its output (stdout and stderr together) as `stdout`; `rc` as in `run`."
+    try: out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill(); out, _ = p.communicate()
+        raise AssertionError(f"timed out after {timeout} s:\n{_tail(out)}")
+    done = subprocess.CompletedProcess(p.args, p.returncode, out, '')
+    if rc is not None: assert done.returncode == rc, said(done)
+    return done
+
+@pytest.fixture(autouse=True)
+def _reap_spawned():
+    "Kill what a test `spawn`ed and left running (it failed before `finish`)."
+    yield
+    while _SPAWNED:
+        p = _SPAWNED.pop()
+        if p.poll() is None: p.kill(); p.communicate()
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs NVIDIA GPUs (skipped without them)')
@@ -39,11 +89,9 @@ def sets(*overrides)->list[str]:
     "`--set` arguments for `qlora-nb train`."
     return [a for s in overrides for a in ('--set', s)]
 
-def train_adapter(d, overrides, env)->Path:
+def train_adapter(d, overrides)->Path:
     "Train through `qlora-nb train` into `d/run` and `d/adapter` with `overrides` (`key=value`); return the adapter folder."
-    p = subprocess.run(qlora_nb('train', *sets(f'result_path={d}/run', f'save_path={d}/adapter', *overrides)),
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
+    run('train', *sets(f'result_path={d}/run', f'save_path={d}/adapter', *overrides), rc=0)
     return Path(d)/'adapter'
 
 def first_chats(path, n:int):

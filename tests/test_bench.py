@@ -1,6 +1,7 @@
 "The bench machinery end to end on the `test` size: every run in its own process, the JSON the CLI writes."
 import argparse, json
 from qlora_nb.bench import add_bench_parser
+from conftest import run
 
 def test_bench_cli_json(tmp_path, capsys):
     p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
@@ -25,12 +26,10 @@ def test_bench_cli_json(tmp_path, capsys):
 
 def test_import_bounds_onednn_caches_unless_user_set():
     "Importing qlora_nb caps oneDNN's per-shape caches (resident memory grows without it) but keeps a user's own values."
-    import os, subprocess, sys
     code = "import os, qlora_nb; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])"
-    env = {k: v for k, v in os.environ.items() if k not in ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')}
-    run = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, check=True).stdout.split()
-    assert run(env) == ['32', '1']
-    assert run({**env, 'ONEDNN_PRIMITIVE_CACHE_CAPACITY': '1024', 'LRU_CACHE_CAPACITY': '512'}) == ['1024', '512']
+    caps = lambda one, lru: run(code=code, env={'ONEDNN_PRIMITIVE_CACHE_CAPACITY': one, 'LRU_CACHE_CAPACITY': lru}, rc=0).stdout.split()
+    assert caps(None, None) == ['32', '1']                       # neither set
+    assert caps('1024', '512') == ['1024', '512']
 
 def test_bench_vocab_part(tmp_path, capsys):
     "`qlora-nb bench --part vocab` end to end on the `test` size with a wider vocabulary: plain, chunked and TRL, the path each took."

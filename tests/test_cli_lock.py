@@ -1,22 +1,20 @@
 "A second run on a result_path in use is refused before anything is loaded."
 import os, socket, subprocess
-from conftest import qlora_nb
+from conftest import run
 
-def test_second_run_on_same_result_path_is_refused(tmp_path, env):
-    run = tmp_path/'run'; run.mkdir()
-    (run/'.qlora_nb.lock').write_text(f'{os.getpid()} {socket.gethostname()}\n')   # held by a live process: this one
-    p = subprocess.run(qlora_nb('train', '--set', f'result_path={run}', '--set', f'save_path={tmp_path}/adapter'),
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2, p.stdout + p.stderr
+def test_second_run_on_same_result_path_is_refused(tmp_path):
+    rp = tmp_path/'run'; rp.mkdir()
+    (rp/'.qlora_nb.lock').write_text(f'{os.getpid()} {socket.gethostname()}\n')   # held by a live process: this one
+    p = run('train', '--set', f'result_path={rp}', '--set', f'save_path={tmp_path}/adapter', timeout=120, rc=2)
     assert f'another run (PID {os.getpid()}' in p.stderr and 'Traceback' not in p.stderr
-    assert not (tmp_path/'adapter').exists() and list(run.iterdir()) == [run/'.qlora_nb.lock']
+    assert not (tmp_path/'adapter').exists() and list(rp.iterdir()) == [rp/'.qlora_nb.lock']
 
 
 # Races: the lock is created whole (PID written to a temporary file, hard-linked into place) and a stale one is taken
 # over under an exclusive flock, so however many starts race on one result_path, exactly one gets it.
 import multiprocessing, time
 import pytest
-from conftest import FAULT, first_chats, sets
+from conftest import FAULT, finish, first_chats, sets, spawn
 
 def _contend(path, start, barrier, q):
     from qlora_nb.config import ConfigError
@@ -51,14 +49,13 @@ def test_an_empty_lock_is_not_taken_for_stale(tmp_path):
     with pytest.raises(ConfigError, match='names no run'): RunLock(tmp_path).__enter__()
     assert (tmp_path/LOCK_NAME).read_text() == ''
 
-def test_two_runs_started_together_exactly_one_trains(tmp_path, env):
+def test_two_runs_started_together_exactly_one_trains(tmp_path):
     data = first_chats(tmp_path/'chats.jsonl', 8)
-    args = lambda i: qlora_nb('none', 0, 'train', *sets(f'training_data_json_path={data}', f'result_path={tmp_path}/run',
-                              f'save_path={tmp_path}/adapter{i}', 'training.max_steps=2', 'data.max_length=64',
-                              'training.disable_tqdm=true'), script=FAULT)
-    slow = {**env, 'SLOW_PREPARE': '3'}    # the winner holds the lock a while: the other is sure to find it taken
-    ps = [subprocess.Popen(args(i), env=slow, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
-    outs = [p.communicate(timeout=300)[0] for p in ps]
+    args = lambda i: ['none', 0, 'train', *sets(f'training_data_json_path={data}', f'result_path={tmp_path}/run',
+                      f'save_path={tmp_path}/adapter{i}', 'training.max_steps=2', 'data.max_length=64', 'training.disable_tqdm=true')]
+    # SLOW_PREPARE: the winner holds the lock a while: the other is sure to find it taken
+    ps = [finish(p) for p in [spawn(*args(i), script=FAULT, env={'SLOW_PREPARE': 3}) for i in (0, 1)]]
+    outs = [p.stdout for p in ps]
     rcs = sorted(p.returncode for p in ps)
     assert rcs == [0, 2], outs
     loser = outs[[p.returncode for p in ps].index(2)]

@@ -1,11 +1,11 @@
 "Property-based tests: malformed chat records and files are reported as sentences naming file, record and field, never as tracebacks."
-import json, os, subprocess, sys
-from pathlib import Path
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from qlora_nb.data import DataError, check_data, record_problems, ROLES
+from conftest import run
 
 text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=20)
 json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
@@ -64,23 +64,17 @@ def test_empty_and_undecodable(tmp_path):
     (tmp_path/'b.json').write_bytes('[{"messages": "é"}]'.encode('latin-1'))
     with pytest.raises(DataError, match='not UTF-8'): check_data(tmp_path/'b.json')
 
-def _cli(args, cwd):
-    env = {**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1]), 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, '-m', 'qlora_nb.cli', *args], cwd=cwd, env=env, capture_output=True, text=True, encoding='utf-8')
-
 def test_cli_bad_data_exit_2_nothing_written(tmp_path):
     (tmp_path/'bad.jsonl').write_text('{"messages": [{"role": "user", "content": "こんにちは"}]}\n{"messages": [}\n', encoding='utf-8')
     sets = ['--set', 'training_data_json_path=bad.jsonl', '--set', 'result_path=out/run', '--set', 'save_path=out/adapter']
     for cmd in ('inspect', 'train'):
-        r = _cli([cmd, *sets], tmp_path)
-        assert r.returncode == 2, r.stderr
+        r = run(cmd, *sets, cwd=tmp_path, rc=2)
         assert 'bad.jsonl, line 1: no assistant turn' in r.stderr and 'bad.jsonl, line 2: invalid JSON' in r.stderr
         assert 'Traceback' not in r.stderr
     assert not (tmp_path/'out').exists()
 
 def test_cli_inspect_reports(tmp_path):
-    r = _cli(['inspect', '--set', 'data.eval_fraction=0.1'], tmp_path)
-    assert r.returncode == 0, r.stderr
+    r = run('inspect', '--set', 'data.eval_fraction=0.1', cwd=tmp_path, rc=0)
     assert '270 rows to train on, 30 conversations to evaluate on' in r.stdout and '[[' in r.stdout and 'Trained on:' in r.stdout
 
 def test_train_logs_eval_loss(tmp_path):

@@ -1,12 +1,10 @@
 """Data-parallel training: `qlora-nb train` on 2 CPU processes (torchrun, gloo) against 1 process, on the tiny model."""
-import json, math, os, re, subprocess, sys, time
-from pathlib import Path
+import math, re, time
 
 import pytest
 import torch
 from qlora_nb.tiny import TINY_VERSION
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import first_chats, run, sets, torchrun
 
 # `python -m qlora_nb.cli train ...` as it is, plus one line per rank after training: that rank's adapter weights,
 # the process group it trained in, and its step count. `cmd_train` imports `train` when it runs, so wrapping it here
@@ -28,34 +26,27 @@ qlora_nb.cli.main(sys.argv[1:])
 '''
 
 
-def run(tmp, name, nproc, data, cache):
+def train_on(tmp, name, nproc, data, cache):
     "Train one epoch on `data` with `nproc` processes; return (completed process, run folder, seconds)."
     d = tmp/name; (d/'dump').mkdir(parents=True)
     worker = tmp/'worker.py'; worker.write_text(WORKER, encoding='utf-8')
-    sets = [f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/out/adapter', 'data.max_length=256',
-            'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
-            'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000',
-            'data.max_tokens_per_batch=null']   # batches of rows, so that steps count exactly
-    launch = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [sys.executable]
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'QLORA_NB_CACHE': str(cache), 'DUMP_DIR': str(d/'dump'),
-           'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+    args = sets(f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/out/adapter', 'data.max_length=256',
+                'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
+                'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000',
+                'data.max_tokens_per_batch=null')   # batches of rows, so that steps count exactly
     t0 = time.time()
-    p = subprocess.run([*launch, str(worker), 'train', *[a for s in sets for a in ('--set', s)]],
-                       cwd=tmp, env=env, capture_output=True, text=True, encoding='utf-8', timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    p = run('train', *args, script=worker, launch=torchrun(nproc), cwd=tmp, env={'QLORA_NB_CACHE': cache, 'DUMP_DIR': d/'dump'},
+            timeout=600, rc=0)
     return p, d, time.time() - t0
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('ddp')
-    sys.path.insert(0, str(REPO))
-    from qlora_nb.tiny import read_sample_chats
-    data = tmp/'chats.jsonl'
-    data.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in read_sample_chats()[:16]), encoding='utf-8')
+    data = first_chats(tmp/'chats.jsonl', 16)
     cache = tmp/'cache'   # empty: both ranks build the tiny model at once, and must agree
-    two = run(tmp, 'two', 2, data, cache)
-    one = run(tmp, 'one', 1, data, cache)
+    two = train_on(tmp, 'two', 2, data, cache)
+    one = train_on(tmp, 'one', 1, data, cache)
     print(f"\n1 process: {one[2]:.0f} s; 2 processes: {two[2]:.0f} s")
     return dict(one=one, two=two, cache=cache)
 

@@ -1,12 +1,12 @@
 """Two processes (torchrun, gloo, CPU) batching by token budget, as the default preset does: each rank gets distinct batches,
 the optimizer steps halve against one process, a `kill -9` and a rerun resume on both ranks to the adapter of an
 uninterrupted 2-process run, and `--overwrite` deletes on the main process only, the other waiting for it."""
-import json, math, os, subprocess, sys, time
+import json, math, time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAULT, adapter_weights, complete_steps, first_chats, rel_diff, run_env, sets
+from conftest import FAULT, adapter_weights, complete_steps, first_chats, rel_diff, run, sets, torchrun
 
 # The first 24 sample chats: 23 rows in 6 token-budget batches, so 6 steps an epoch on one process and 3 on two
 # (each rank takes every other batch); 3 epochs.
@@ -19,11 +19,9 @@ def launch(tmp, name, nproc, data, kind='none', step=0, result=None, extra=(), *
     "Run `qlora-nb train` under fault_run.py on `nproc` processes; return (return code, output, dumps, batch logs)."
     d = tmp/name; (d/'dump').mkdir(parents=True, exist_ok=True); (d/'batches').mkdir(exist_ok=True)
     rp = result or d/'run'
-    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [sys.executable]
-    env = {**run_env(), 'DUMP_DIR': str(d/'dump'), 'BATCH_LOG': str(d/'batches'), **env_kw}
     args = sets(f'training_data_json_path={data}', f'result_path={rp}', f'save_path={d}/adapter', *SETS)
-    p = subprocess.run([*launcher, str(FAULT), kind, str(step), 'train', *args, *extra], cwd=tmp, env=env,
-                       capture_output=True, text=True, encoding='utf-8', timeout=600)
+    p = run(kind, step, 'train', *args, *extra, script=FAULT, launch=torchrun(nproc), cwd=tmp,
+            env={'DUMP_DIR': d/'dump', 'BATCH_LOG': d/'batches', **env_kw}, timeout=600)
     dumps = {p_.stem: torch.load(p_) for p_ in sorted((d/'dump').glob('rank*.pt'))}
     logs = {p_.stem: [json.loads(l) for l in p_.read_text(encoding='utf-8').splitlines()] for p_ in sorted((d/'batches').glob('rank*.jsonl'))}
     return p.returncode, p.stdout + p.stderr, dumps, logs

@@ -1,8 +1,8 @@
 "`qlora-nb export`: GGUF read back with transformers' own GGUF loader, the Modelfile, atomic output, refusals before merge work, llama-quantize."
-import json, os, shutil, stat, subprocess, sys, time
+import json, os, shutil, stat, sys, time
 from pathlib import Path
 import pytest, torch
-from conftest import qlora_nb, train_adapter
+from conftest import run, train_adapter
 
 SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_steps=100', 'training.per_device_train_batch_size=4',
         'data.max_length=96', 'training.disable_tqdm=true']
@@ -23,8 +23,8 @@ def assert_round_trip(model_dir, gguf_file, messages=CHAT, tol=5e-2)->dict:
     return r
 
 @pytest.fixture(scope='module')
-def adapter(tmp_path_factory, env):
-    return train_adapter(tmp_path_factory.mktemp('export'), SETS, env)
+def adapter(tmp_path_factory):
+    return train_adapter(tmp_path_factory.mktemp('export'), SETS)
 
 @pytest.fixture(scope='module')
 def merged(adapter, tmp_path_factory):
@@ -32,10 +32,9 @@ def merged(adapter, tmp_path_factory):
     from qlora_nb.infer import merge_adapter
     return merge_adapter(adapter, tmp_path_factory.mktemp('ref')/'merged', dtype='float32')
 
-def test_cli_export_reads_back(adapter, merged, tmp_path, env):
+def test_cli_export_reads_back(adapter, merged, tmp_path):
     out = tmp_path/'gguf'/'model.gguf'
-    p = subprocess.run(qlora_nb('export', '--adapter', adapter, '--output', out), env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
+    p = run('export', '--adapter', adapter, '--output', out, rc=0)
     assert sorted(x.name for x in out.parent.iterdir()) == ['Modelfile', 'model.gguf']       # nothing else left behind
     assert 'GGUF (q8_0' in p.stdout and 'ollama create model -f' in p.stdout and f'llama-cli -m {out}' in p.stdout, p.stdout
     assert (out.parent/'Modelfile').read_text() == 'FROM ./model.gguf\nPARAMETER stop "<|im_end|>"\n'
@@ -89,7 +88,7 @@ def byte_level_adapter(adapter, tmp_path)->Path:
     (a/CONFIG_NAME).unlink(); save_config(cfg, a)
     return a
 
-def test_unconvertible_tokenizer_is_refused_before_merge(adapter, tmp_path, monkeypatch, env):
+def test_unconvertible_tokenizer_is_refused_before_merge(adapter, tmp_path, monkeypatch):
     import qlora_nb.export as E
     from qlora_nb.config import ConfigError
     a = byte_level_adapter(adapter, tmp_path)
@@ -97,8 +96,8 @@ def test_unconvertible_tokenizer_is_refused_before_merge(adapter, tmp_path, monk
     t = time.time()
     with pytest.raises(ConfigError, match='BPE pre-tokenizer') as e: E.export_gguf(a, tmp_path/'out'/'model.gguf')
     assert time.time() - t < 30 and 'SentencePiece' in str(e.value) and not (tmp_path/'out').exists()
-    p = subprocess.run(qlora_nb('export', '--adapter', a, '--output', tmp_path/'out'/'model.gguf'), env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith('error: ') and p.stderr.count('\n') == 1 and 'Traceback' not in p.stderr, p.stderr
+    p = run('export', '--adapter', a, '--output', tmp_path/'out'/'model.gguf', timeout=120, rc=2)
+    assert p.stderr.startswith('error: ') and p.stderr.count('\n') == 1 and 'Traceback' not in p.stderr, p.stderr
 
 def test_quantize(adapter, tmp_path, monkeypatch):
     from qlora_nb.cli import export_text

@@ -2,11 +2,11 @@
 (read back with transformers' GGUF loader, or the reason it cannot be).
 
 Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
-import json, os, re, subprocess, sys, time
+import json, re
 from pathlib import Path
 
 import pytest, torch
-from conftest import REPO, qlora_nb
+from conftest import REPO, run, sets
 
 from qlora_nb.families import COLUMNS, FAMILIES, replica_dir
 
@@ -193,26 +193,21 @@ for family, base, adapter in json.loads(sys.argv[1]):
 print(json.dumps(out))
 '''
 
-def test_plain_peft(root, env):
+def test_plain_peft(root):
     "Every adapter loads with plain peft on its unmodified base, in a process that never imports qlora_nb."
     jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES]
-    p = subprocess.run([sys.executable, '-c', PLAIN, json.dumps(jobs)], env={**env, 'PYTHONPATH': ''}, capture_output=True, text=True,
-                       timeout=300, cwd=root)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = run(json.dumps(jobs), code=PLAIN, env={'PYTHONPATH': ''}, cwd=root, rc=0)   # not this checkout's qlora_nb on the path
     ok = json.loads(p.stdout.strip().splitlines()[-1])
     for f, v in ok.items(): record(f, **{'plain peft': v})
     assert all(ok.values()), ok
 
-def test_cli_train_and_inspect(tmp_path, env):
+def test_cli_train_and_inspect(tmp_path):
     "One family through the command line: `inspect` says what it decided, `train` says the system turn is folded."
-    sets = [f'model_name={replica_dir("gemma2")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS]
-    args = [a for s in sets for a in ('--set', s)]
-    i = subprocess.run(qlora_nb('inspect', *args), env=env, capture_output=True, text=True, timeout=300)
-    assert i.returncode == 0, i.stderr
+    args = sets(f'model_name={replica_dir("gemma2")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS)
+    i = run('inspect', *args, rc=0)
     assert "pad '<pad>'" in i.stdout and "'<end_of_turn>'" in i.stdout and 'folded into the first user turn' in i.stdout, i.stdout
     assert 'LoRA adapters on: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj.' in i.stdout
-    t = subprocess.run(qlora_nb('train', *args), env=env, capture_output=True, text=True, timeout=300)
-    assert t.returncode == 0, t.stderr
+    t = run('train', *args, rc=0)
     assert t.stdout.count('folded into the first user turn') == 1 and (tmp_path/'adapter'/'adapter_model.safetensors').exists()
 
 def test_moe_experts_when_asked(tmp_path):
@@ -226,16 +221,3 @@ def test_moe_experts_when_asked(tmp_path):
     from safetensors import safe_open
     with safe_open(Path(s['save_path'])/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
     assert any('experts' in k for k in keys) and any('q_proj' in k for k in keys)
-
-@pytest.mark.parametrize('name,says', [('/no/such/folder', 'no such folder'), ('EMPTY', 'no config.json'),
-                                        ('qlora-nb/not-cached', 'not in the local cache'), ('UNKNOWN', 'does not know the architecture')])
-def test_model_names(name, says, tmp_path, capsys):
-    "Each way a model name can be wrong: one sentence and exit 2, before the data is read (here: a data file that is not there)."
-    from qlora_nb.cli import main
-    if name == 'EMPTY': name = str(tmp_path)
-    if name == 'UNKNOWN': (tmp_path/'config.json').write_text('{"model_type": "llama99"}'); name = str(tmp_path)
-    for cmd in ('train', 'inspect'):
-        with pytest.raises(SystemExit) as e: main([cmd, '--set', f'model_name={name}', '--set', 'training_data_json_path=/no/data.jsonl',
-                                                   '--set', f'result_path={tmp_path}/run'])
-        err = capsys.readouterr().err
-        assert e.value.code == 2 and says in err and 'data' not in err.split(says)[0][-20:] and err.count('\n') == 1, err

@@ -1,22 +1,17 @@
 "End-to-end checks of the foundation: `qlora-nb train` on the embedded default and on bad input."
-import json, os, re, subprocess, sys, textwrap
-from pathlib import Path
-import pytest
-
-def qlora_nb(*args, cwd, timeout=1500):
-    return subprocess.run([sys.executable, '-m', 'qlora_nb.cli', *args], cwd=cwd, capture_output=True, text=True,
-                          encoding='utf-8', timeout=timeout)
+import json, re, shutil, textwrap
+import pytest, torch
+from conftest import run, sets
 
 def test_embedded_default_trains_and_halves_loss(tmp_path):
-    r = qlora_nb('train', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = run('train', cwd=tmp_path, timeout=1500, rc=0)
     m = re.search(r'Loss ([\d.]+) → ([\d.]+)', r.stdout)
     assert m, r.stdout[-2000:]
     first, last = map(float, m.groups())
     assert last <= first / 2, (first, last)
-    adapter, run = tmp_path/'outputs'/'adapter', tmp_path/'outputs'/'run'
+    adapter, run_dir = tmp_path/'outputs'/'adapter', tmp_path/'outputs'/'run'
     assert {'adapter_config.json', 'adapter_model.safetensors', 'tokenizer.json', 'qlora_nb_config.yaml'} <= {p.name for p in adapter.iterdir()}
-    assert list(run.glob('checkpoint-*/trainer_state.json')), 'no complete checkpoint in result_path'
+    assert list(run_dir.glob('checkpoint-*/trainer_state.json')), 'no complete checkpoint in result_path'
     assert 'qlora-nb generate --adapter outputs/adapter' in r.stdout
     # The adapter loads with plain transformers + peft, no qlora_nb import.
     base = json.loads((adapter/'adapter_config.json').read_text())['base_model_name_or_path']
@@ -32,8 +27,25 @@ def test_embedded_default_trains_and_halves_loss(tmp_path):
         assert not any(k.startswith("qlora_nb") for k in sys.modules)
         print("OK", out.shape[1] > ids["input_ids"].shape[1])
     ''')
-    r2 = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
-    assert r2.returncode == 0 and 'OK True' in r2.stdout, r2.stderr[-3000:]
+    r2 = run(code=code, cwd=tmp_path, rc=0)
+    assert 'OK True' in r2.stdout, r2.stdout
+
+# The embedded default's first four logged losses on the CPU: `qlora-nb train` with no config, stopped after 4 optimizer
+# steps (so the learning rate decays over 4 steps), logging every step. The tiny model is built from a fixed seed, and the
+# sample chats, their batching and masking, the LoRA initialisation, NF4 quantization and the optimizer are deterministic
+# on the CPU, so these are exact to float32 rounding, run after run and in a fresh cache. A change that moves them on
+# purpose (the tiny model or its tokenizer, the sample chats, tiny.yaml, the default preset, the loss, a new torch or
+# transformers) re-pins them: run this test, copy the `logged` list its failure prints, and say in the commit why they moved.
+FIRST_LOSSES = [8.570650100708008, 8.09949779510498, 7.691205024719238, 7.22776985168457]
+
+def test_embedded_default_first_losses_pinned(tmp_path):
+    run('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=4',
+                       'training.logging_steps=1'), cwd=tmp_path, rc=0)
+    last = max(tmp_path.glob('run/checkpoint-*/trainer_state.json'), key=lambda f: int(f.parent.name.split('-')[1]))
+    logged = [h['loss'] for h in json.loads(last.read_text(encoding='utf-8'))['log_history'] if 'loss' in h]
+    assert len(logged) == len(FIRST_LOSSES), logged
+    torch.testing.assert_close(torch.tensor(logged, dtype=torch.float64), torch.tensor(FIRST_LOSSES, dtype=torch.float64),
+                               rtol=1e-5, atol=1e-5, msg=lambda m: f'{m}\nlogged: {logged}')
 
 def _refused(r, tmp_path, *needles):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
@@ -46,39 +58,59 @@ def _refused(r, tmp_path, *needles):
     assert not (tmp_path/'outputs').exists(), 'something was written before the error'
 
 def test_typo_in_key_refused_before_loading(tmp_path):
-    r = qlora_nb('train', '--set', 'training.learnig_rate=1e-4', cwd=tmp_path)
+    r = run('train', '--set', 'training.learnig_rate=1e-4', cwd=tmp_path)
     _refused(r, tmp_path, "'training.learnig_rate' is not a known key", "Did you mean 'learning_rate'?")
 
 def test_wrong_type_and_impossible_value_refused(tmp_path):
     cfg = tmp_path/'run.yaml'
     cfg.write_text('training:\n  num_train_epochs: "three"\n', encoding='utf-8')
-    _refused(qlora_nb('train', str(cfg), cwd=tmp_path), tmp_path, 'run.yaml', "'training.num_train_epochs'", 'must be float')
-    _refused(qlora_nb('train', '--set', 'lora.r=0', cwd=tmp_path), tmp_path, "'lora.r' is 0", 'greater than 0')
+    _refused(run('train', cfg, cwd=tmp_path), tmp_path, 'run.yaml', "'training.num_train_epochs'", 'must be float')
+    _refused(run('train', '--set', 'lora.r=0', cwd=tmp_path), tmp_path, "'lora.r' is 0", 'greater than 0')
 
 def test_bad_data_refused_naming_file_and_line(tmp_path):
     data = tmp_path/'chats.jsonl'
     data.write_text('{"messages": [{"role": "user", "content": "こんにちは"}, {"role": "assistant", "content": "こんにちは！"}]}\n'
                     '{"messages": [{"role": "user", "content": "hi"},\n', encoding='utf-8')
-    r = qlora_nb('train', '--set', f'training_data_json_path={data}', cwd=tmp_path)
+    r = run('train', '--set', f'training_data_json_path={data}', cwd=tmp_path)
     _refused(r, tmp_path, 'chats.jsonl, line 2', 'invalid JSON')
 
 def test_missing_target_modules_refused(tmp_path):
-    r = qlora_nb('train', '--set', 'lora.target_modules=[query_key_value]', cwd=tmp_path)
+    r = run('train', '--set', 'lora.target_modules=[query_key_value]', cwd=tmp_path)
     _refused(r, tmp_path, "no linear layer named 'query_key_value'", 'q_proj')
+
+def test_unsafe_model_folders_are_refused(tmp_path):
+    from qlora_nb.model import model_path
+    m = tmp_path/'m'; shutil.copytree(model_path('builtin:tiny'), m)
+    (m/'model.safetensors').rename(m/'pytorch_model.bin')
+    p = run('train', '--set', f'model_name={m}', '--set', f'result_path={tmp_path}/run', cwd=tmp_path, timeout=120, rc=2)
+    assert 'allow_pickle' in p.stderr and 'Traceback' not in p.stderr, p.stderr
+    assert not (tmp_path/'run').exists() or not any((tmp_path/'run').glob('checkpoint-*'))
+
+@pytest.mark.parametrize('name,says', [('/no/such/folder', 'no such folder'), ('EMPTY', 'no config.json'),
+                                        ('qlora-nb/not-cached', 'not in the local cache'), ('UNKNOWN', 'does not know the architecture')])
+def test_model_names(name, says, tmp_path, capsys):
+    "Each way a model name can be wrong: one sentence and exit 2, before the data is read (here: a data file that is not there)."
+    from qlora_nb.cli import main
+    if name == 'EMPTY': name = str(tmp_path)
+    if name == 'UNKNOWN': (tmp_path/'config.json').write_text('{"model_type": "llama99"}'); name = str(tmp_path)
+    for cmd in ('train', 'inspect'):
+        with pytest.raises(SystemExit) as e: main([cmd, '--set', f'model_name={name}', '--set', 'training_data_json_path=/no/data.jsonl',
+                                                   '--set', f'result_path={tmp_path}/run'])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and 'data' not in err.split(says)[0][-20:] and err.count('\n') == 1, err
 
 def test_seed_preset_fp16_refused_on_cpu_with_the_fix(tmp_path):
     cfg = tmp_path/'seed.yaml'
     cfg.write_text('preset: seed\n', encoding='utf-8')
-    r = qlora_nb('train', str(cfg), cwd=tmp_path)
+    r = run('train', cfg, cwd=tmp_path)
     _refused(r, tmp_path, 'training.fp16', 'training.bf16=true')
 
 def test_seed_preset_trains_as_written_but_for_precision(tmp_path):
     # A config of its own: the embedded default (tiny.yaml) tunes `training:` for the default preset.
     cfg = tmp_path/'seed.yaml'
     cfg.write_text('model_name: builtin:tiny\ntraining_data_json_path: builtin:sample_chats\npreset: seed\n', encoding='utf-8')
-    r = qlora_nb('train', str(cfg), '--set', 'training.fp16=false', '--set', 'training.bf16=true',
-                 '--set', 'training.max_steps=2', '--set', 'data.max_length=128', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run('train', cfg, '--set', 'training.fp16=false', '--set', 'training.bf16=true',
+        '--set', 'training.max_steps=2', '--set', 'data.max_length=128', cwd=tmp_path, rc=0)
     ac = json.loads((tmp_path/'outputs'/'adapter'/'adapter_config.json').read_text())
     assert sorted(ac['target_modules']) == ['q_proj', 'v_proj'] and ac['r'] == 16 and ac['lora_alpha'] == 32
     import yaml

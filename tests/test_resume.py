@@ -1,53 +1,40 @@
 "Interrupt a run (Ctrl-C, then `kill -9` in the middle of writing a checkpoint), resume it, and compare with an uninterrupted run."
-import json, subprocess, time
-from pathlib import Path
-import torch
-from safetensors.torch import load_file
-from conftest import qlora_nb
+import json, time
+import pytest
+from conftest import FAULT, adapter_weights, complete_steps, finish, first_chats, rel_diff, run, sets, spawn
 
-HERE = Path(__file__).parent
 SETS = ['training.max_steps=8', 'training.save_steps=2', 'training.save_total_limit=2', 'training.logging_steps=1',
         'training.per_device_train_batch_size=2', 'training.gradient_accumulation_steps=2', 'data.max_length=96',
         'training.disable_tqdm=true']
 
-def cmd(d, name, *extra, script=None):
-    sets = [f'result_path={d}/{name}/run', f'save_path={d}/{name}/adapter', *SETS]
-    return qlora_nb('train', *[a for s in sets for a in ('--set', s)], *extra, script=script)
+def train_args(d, name):
+    "`train` with result_path `d/name/run`, save_path `d/name/adapter` and SETS."
+    return ['train', *sets(f'result_path={d}/{name}/run', f'save_path={d}/{name}/adapter', *SETS)]
 
-def run(args, env, timeout=300):
-    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, encoding='utf-8')
-    return p.returncode, p.stdout + p.stderr
-
-def complete(run_dir): return sorted(int(c.parent.name.split('-')[1]) for c in Path(run_dir).glob('checkpoint-*/qlora_nb_complete.json'))
-
-def adapter(d): return load_file(Path(d)/'adapter_model.safetensors')
-
-def test_interrupt_and_resume_gives_the_same_adapter(tmp_path, env):
+def test_interrupt_and_resume_gives_the_same_adapter(tmp_path):
     t0 = time.time()
-    a = subprocess.Popen(cmd(tmp_path, 'a'), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)   # the reference, alongside
-    fault = HERE/'fault_run.py'
+    a = spawn(*train_args(tmp_path, 'a'))   # the reference, alongside
     b = tmp_path/'b'/'run'
 
-    rc, out = run(cmd(tmp_path, 'b', script=fault)[:2] + ['sigint', '3'] + cmd(tmp_path, 'b')[3:], env)   # Ctrl-C at the end of step 3
-    assert rc == 130, out
+    p = run('sigint', 3, *train_args(tmp_path, 'b'), script=FAULT, rc=130)   # Ctrl-C at the end of step 3
+    out = p.stdout + p.stderr
     assert 'Interrupted at step 3' in out and 'checkpoint-3' in out, out
-    assert complete(b) == [2, 3] and not (tmp_path/'b'/'adapter').exists()
+    assert complete_steps(b) == [2, 3] and not (tmp_path/'b'/'adapter').exists()
 
-    rc, out = run(cmd(tmp_path, 'b', script=fault)[:2] + ['sigkill-in-save', '6'] + cmd(tmp_path, 'b')[3:], env)  # kill -9 while checkpoint-6 is written
-    assert rc == -9, out
+    p = run('sigkill-in-save', 6, *train_args(tmp_path, 'b'), script=FAULT, rc=-9)  # kill -9 while checkpoint-6 is written
+    out = p.stdout + p.stderr
     assert 'Resuming from' in out and 'checkpoint-3 (step 3)' in out, out
-    assert (b/'checkpoint-6'/'adapter_model.safetensors').exists() and complete(b) == [3, 4]   # 6 is there, but not complete
+    assert (b/'checkpoint-6'/'adapter_model.safetensors').exists() and complete_steps(b) == [3, 4]   # 6 is there, but not complete
     assert (b/'.qlora_nb.lock').exists()                                                        # a stale lock, left by the killed run
 
-    rc, out = run(cmd(tmp_path, 'b'), env)
-    assert rc == 0, out
+    p = run(*train_args(tmp_path, 'b'), rc=0)
+    out = p.stdout + p.stderr
     assert 'checkpoint-4 (step 4)' in out, out                                                  # not the half-written 6
-    assert complete(b) == [6, 8] and (b/'loss.png').stat().st_size > 0 and not (b/'.qlora_nb.lock').exists()
+    assert complete_steps(b) == [6, 8] and (b/'loss.png').stat().st_size > 0 and not (b/'.qlora_nb.lock').exists()
 
-    out_a, _ = a.communicate(timeout=300)
-    assert a.returncode == 0, out_a
+    out_a = finish(a, rc=0).stdout
     assert 'Resuming' not in out_a
-    wa, wb = adapter(tmp_path/'a'/'adapter'), adapter(tmp_path/'b'/'adapter')
+    wa, wb = adapter_weights(tmp_path/'a'/'adapter'), adapter_weights(tmp_path/'b'/'adapter')
     assert wa.keys() == wb.keys() and len(wa) > 0
     diff = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
     moved = max(wa[k].float().abs().max().item() for k in wa if 'lora_B' in k)   # lora_B starts at 0: it did train
@@ -60,8 +47,6 @@ def test_interrupt_and_resume_gives_the_same_adapter(tmp_path, env):
 # Interrupted in any epoch, with any batching: `kill -9` three times in one run, each resume compared with an uninterrupted run
 # at the next checkpoint written after it. The first 24 sample chats (23 rows trained on, 24 in the seed's format) make
 # 6 optimizer steps an epoch in every mode below, so steps 1-6 are epoch 1, 7-12 epoch 2, 13-18 epoch 3, 19-20 epoch 4.
-from conftest import FAULT, adapter_weights, complete_steps, first_chats, rel_diff, sets
-import pytest
 
 COMMON = ['data.max_length=64', 'training.max_steps=20', 'training.save_steps=4', 'training.save_total_limit=null',
           'training.logging_steps=1', 'training.learning_rate=1e-3', 'training.disable_tqdm=true']
@@ -82,26 +67,27 @@ PLAN = [('sigkill', 6, 4, 'checkpoint-8', 'epoch 1, between checkpoints: killed 
 @pytest.fixture(scope='module')
 def chats24(tmp_path_factory): return first_chats(tmp_path_factory.mktemp('data')/'chats24.jsonl', 24)
 
-def mode_cmd(d, name, mode, data, kind='none', step=0):
+def mode_args(d, name, mode, data, kind='none', step=0):
+    "fault_run.py's arguments: fault `kind` at `step`, then `train` in `mode` on `data` into `d/name`."
     args = sets(f'training_data_json_path={data}', f'result_path={d}/{name}/run', f'save_path={d}/{name}/adapter', *COMMON, *MODES[mode])
-    return qlora_nb(kind, step, 'train', *args, script=FAULT)
+    return [kind, step, 'train', *args]
 
 @pytest.mark.parametrize('mode', list(MODES))
-def test_kill_and_resume_in_any_epoch(mode, tmp_path, env, chats24):
+def test_kill_and_resume_in_any_epoch(mode, tmp_path, chats24):
     t0 = time.time()
-    ref = subprocess.Popen(mode_cmd(tmp_path, 'ref', mode, chats24), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, encoding='utf-8')
+    ref = spawn(*mode_args(tmp_path, 'ref', mode, chats24), script=FAULT)
     b, resumed = tmp_path/'b'/'run', None
     for kind, step, resume_from, _, _ in PLAN:
-        rc, out = run(mode_cmd(tmp_path, 'b', mode, chats24, kind, step), env)
-        assert rc == -9, out
+        p = run(*mode_args(tmp_path, 'b', mode, chats24, kind, step), script=FAULT, rc=-9)
+        out = p.stdout + p.stderr
         assert (f'checkpoint-{resumed} (step {resumed})' in out) if resumed else 'Resuming' not in out, out
         assert complete_steps(b)[-1] == resume_from
         resumed = resume_from
-    rc, out = run(mode_cmd(tmp_path, 'b', mode, chats24), env)
-    assert rc == 0 and f'checkpoint-{resumed} (step {resumed})' in out, out
-    out_ref, _ = ref.communicate(timeout=300)
-    assert ref.returncode == 0 and 'Resuming' not in out_ref, out_ref
+    p = run(*mode_args(tmp_path, 'b', mode, chats24), script=FAULT, rc=0)
+    out = p.stdout + p.stderr
+    assert f'checkpoint-{resumed} (step {resumed})' in out, out
+    out_ref = finish(ref, rc=0).stdout
+    assert 'Resuming' not in out_ref, out_ref
 
     a = tmp_path/'ref'/'run'
     state = json.loads((a/'checkpoint-20'/'trainer_state.json').read_text())

@@ -3,13 +3,12 @@
 GPU-only: skipped unless 2 CUDA devices are visible. Run: `pytest tests/cuda -m cuda -s`.
 NOT YET RUN: the machines that built this test had no GPU.
 """
-import json, math, os, subprocess, sys
-from pathlib import Path
+import json, math, sys
 
 import pytest
 import torch
+from conftest import first_chats, run, sets
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(torch.cuda.device_count() < 2, reason='FSDP + QLoRA needs 2 CUDA devices')]
 
@@ -30,26 +29,22 @@ qlora_nb.cli.main(sys.argv[1:])
 '''
 
 
-def run(tmp, name, launch, data):
+def train_on(tmp, name, launch, data):
     d = tmp/name; (d/'dump').mkdir(parents=True)
     worker = tmp/'worker.py'; worker.write_text(WORKER, encoding='utf-8')
-    sets = [f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/adapter', 'data.max_length=256',
-            'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
-            'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000']
-    env = {**os.environ, 'PYTHONPATH': str(REPO), 'DUMP_DIR': str(d/'dump'), 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
-    p = subprocess.run([*launch, str(worker), 'train', *[a for s in sets for a in ('--set', s)]],
-                       cwd=tmp, env=env, capture_output=True, text=True, encoding='utf-8', timeout=900)
-    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    args = sets(f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/adapter', 'data.max_length=256',
+                'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
+                'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000')
+    run('train', *args, script=worker, launch=launch, cwd=tmp, env={'DUMP_DIR': d/'dump'}, timeout=900, rc=0)
     return d, [json.loads(f.read_text()) for f in sorted((d/'dump').glob('rank*.json'))]
 
 
 def test_fsdp_qlora_two_gpus(tmp_path):
     from qlora_nb.distributed import accelerate_config
-    from qlora_nb.tiny import read_sample_chats, tiny_model_dir
-    data = tmp_path/'chats.jsonl'
-    data.write_text(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in read_sample_chats()[:32]), encoding='utf-8')
-    _, one = run(tmp_path, 'one', [sys.executable], data)
-    d, two = run(tmp_path, 'fsdp', [sys.executable, '-m', 'accelerate.commands.launch', '--config_file',
+    from qlora_nb.tiny import tiny_model_dir
+    data = first_chats(tmp_path/'chats.jsonl', 32)
+    _, one = train_on(tmp_path, 'one', [sys.executable], data)
+    d, two = train_on(tmp_path, 'fsdp', [sys.executable, '-m', 'accelerate.commands.launch', '--config_file',
                                      str(accelerate_config('fsdp_qlora')), '--num_processes', '2'], data)
     assert len(two) == 2 and all(r['world_size'] == 2 and r['fsdp'] for r in two), two
     assert {r['steps'] for r in two} == {math.ceil(one[0]['steps'] / 2)}
