@@ -7,7 +7,7 @@ Environment: FAULT_RANK (only that rank faults; default: every rank), SLOW_PREPA
 it prepares result_path, e.g. deletes for --overwrite), DUMP_DIR (each rank writes rank<R>.pt after training: steps,
 resumed_from, world_size, adapter weights), BATCH_LOG (each rank appends one JSON line per micro-batch: step and rows).
 """
-import json, os, signal, sys, time
+import functools, json, os, signal, sys, time
 from pathlib import Path
 from transformers import Trainer, TrainerCallback
 
@@ -57,6 +57,7 @@ if os.environ.get('BATCH_LOG'):
 
 if os.environ.get('DUMP_DIR'):
     _train = T.train
+    @functools.wraps(_train)   # the CLI reads `train`'s options through the wrapper
     def _dumped(cfg, **kw):
         import torch.distributed as dist
         from peft import get_peft_model_state_dict

@@ -10,10 +10,11 @@ from conftest import first_chats, run, sets, torchrun
 # the process group it trained in, and its step count. `cmd_train` imports `train` when it runs, so wrapping it here
 # wraps the real run without touching the library.
 WORKER = '''
-import os, sys, torch, torch.distributed as dist
+import functools, os, sys, torch, torch.distributed as dist
 from peft import get_peft_model_state_dict
 import qlora_nb.cli, qlora_nb.train as T
 _train = T.train
+@functools.wraps(_train)   # the CLI reads `train`'s options through the wrapper
 def train(cfg, **kw):
     s = _train(cfg, **kw)
     on = dist.is_initialized()

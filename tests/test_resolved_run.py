@@ -1,9 +1,9 @@
 "One resolved run: each fact about a run is decided once, saved beside the adapter, and every command starts from it."
-import json, subprocess
+import json
 from pathlib import Path
 import pytest
 
-from conftest import first_chats, qlora_nb, sets
+from conftest import first_chats, run, sets
 
 def _counting(monkeypatch, target, name):
     "Replace `target.name` with a wrapper that counts its calls; return the counter."
@@ -41,52 +41,44 @@ def test_train_decides_once_and_reads_the_data_once(tmp_path, monkeypatch, capsy
     assert n['scan_chats'] == 0 and n['tokenize_chats'] == 0 and n['data_fingerprint'] == 1, n
     assert 'nothing to tokenize' in capsys.readouterr().out
 
-def test_run_saved_beside_the_adapter_and_shown_by_inspect(tmp_path, env):
+def test_run_saved_beside_the_adapter_and_shown_by_inspect(tmp_path):
     "`train` writes qlora_nb_run.json beside the adapter; its facts are what `resolve_run` decides and what `inspect` prints."
     from qlora_nb.config import load_config
     from qlora_nb.cli import embedded_default_path
     from qlora_nb.model import RUN_NAME, resolve_run
     over = [f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=2']
-    p = subprocess.run(qlora_nb('train', *sets(*over)), env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    run('train', *sets(*over), rc=0)
     saved = json.loads((tmp_path/'adapter'/RUN_NAME).read_text(encoding='utf-8'))
-    run = resolve_run(load_config(embedded_default_path(), over))   # what `qlora-nb train` ran: the embedded default
-    mine = run.to_dict()
+    r = resolve_run(load_config(embedded_default_path(), over))   # what `qlora-nb train` ran: the embedded default
+    mine = r.to_dict()
     for k in ('architecture', 'vocab_size', 'hidden_size', 'layers', 'linear_names', 'lora_targets', 'pad_token', 'pad_token_id',
               'eos_token', 'end_of_turn', 'stop_token_ids', 'template', 'compute_dtype', 'mixed_precision', 'gradient_checkpointing'):
         assert saved[k] == mine[k], k
-    assert saved['train_data']['fingerprint'] == run.train_data.fingerprint and saved['config']['training']['max_steps'] == 2
-    i = subprocess.run(qlora_nb('inspect', *sets(*over)), env=env, capture_output=True, text=True, timeout=300)
-    assert i.returncode == 0, i.stderr
+    assert saved['train_data']['fingerprint'] == r.train_data.fingerprint and saved['config']['training']['max_steps'] == 2
+    i = run('inspect', *sets(*over), rc=0)
     for fact in (saved['architecture'], f"pad {saved['pad_token']!r} (id {saved['pad_token_id']})", saved['train_data']['fingerprint'],
                  f"compute dtype {saved['compute_dtype']}", 'LoRA adapters on: ' + ', '.join(saved['lora_targets'])):
         assert fact in i.stdout, (fact, i.stdout)
 
-def test_adapter_refuses_a_different_base(tmp_path, env):
+def test_adapter_refuses_a_different_base(tmp_path):
     "An adapter whose config now names a base of another shape is refused in one sentence, before peft sees it."
     import yaml
     from qlora_nb.config import CONFIG_NAME
     from qlora_nb.tiny import tiny_model_dir
-    p = subprocess.run(qlora_nb('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=1')),
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    run('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=1'), rc=0)
     other = tiny_model_dir(num_hidden_layers=2)
     f = tmp_path/'adapter'/CONFIG_NAME
     f.write_text(yaml.safe_dump({**yaml.safe_load(f.read_text(encoding='utf-8')), 'model_name': str(other)}, allow_unicode=True), encoding='utf-8')
-    g = subprocess.run(qlora_nb('generate', '--adapter', tmp_path/'adapter', '--prompt', 'こんにちは'), env=env, capture_output=True, text=True, timeout=300)
-    assert g.returncode == 2, g.stderr
+    g = run('generate', '--adapter', tmp_path/'adapter', '--prompt', 'こんにちは', rc=2)
     err = g.stderr.strip()
     assert err.startswith('error:') and 'layers 4' in err and 'now has 2' in err and 'Traceback' not in err, err
 
-def test_merged_model_stops_where_the_run_stops(tmp_path, env):
+def test_merged_model_stops_where_the_run_stops(tmp_path):
     "The merged model's generation config carries the run's stop ids, so plain transformers stops at the end of a turn."
     from transformers import GenerationConfig
     from qlora_nb.model import RUN_NAME
-    p = subprocess.run(qlora_nb('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=1')),
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    m = subprocess.run(qlora_nb('merge', '--adapter', tmp_path/'adapter', '--output', tmp_path/'merged'), env=env, capture_output=True, text=True, timeout=300)
-    assert m.returncode == 0, m.stderr
+    run('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=1'), rc=0)
+    run('merge', '--adapter', tmp_path/'adapter', '--output', tmp_path/'merged', rc=0)
     stops = json.loads((tmp_path/'adapter'/RUN_NAME).read_text(encoding='utf-8'))['stop_token_ids']
     eos = GenerationConfig.from_pretrained(tmp_path/'merged').eos_token_id
     assert (eos if isinstance(eos, list) else [eos]) == stops, (eos, stops)

@@ -14,9 +14,10 @@ pytestmark = [pytest.mark.cuda,
 
 # `python -m qlora_nb.cli train` as it is, plus one line per rank: steps, world size, FSDP or not, peak GPU memory.
 WORKER = '''
-import json, os, sys, torch
+import functools, json, os, sys, torch
 import qlora_nb.cli, qlora_nb.train as T
 _train = T.train
+@functools.wraps(_train)   # the CLI reads `train`'s options through the wrapper
 def train(cfg, **kw):
     s = _train(cfg, **kw)
     t = s['trainer']
