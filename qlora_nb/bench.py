@@ -10,10 +10,10 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'REAL_SIZES', 'VOCAB',
            'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl',
-           'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text', 'cmd_bench',
-           'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data', 'summarize_data', 'report_data_text',
-           'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab', 'bench_vocab', 'vocab_report_text',
-           'cmd_bench_vocab']
+           'work_data', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text',
+           'cmd_bench', 'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data', 'summarize_data',
+           'report_data_text', 'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab', 'bench_vocab',
+           'vocab_report_text', 'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -81,6 +81,16 @@ def write_jsonl(records, path)->Path:
     with open(p, 'w', encoding='utf-8') as f:
         for r in records: f.write(json.dumps(r, ensure_ascii=False) + '\n')
     return p
+
+# %% ../nbs/90_benchmark.ipynb #06335622
+def work_data(model_dir, # the benchmark model, whose tokenizer sizes the chats
+              n:int, # number of conversations
+              prefix:str, # the temporary folder's name prefix
+             )->tuple[Path, Path]:
+    "A fresh temporary work folder and `n` generated conversations (`make_chats`) written into it as `chats.jsonl`."
+    from transformers import AutoTokenizer
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    return work, write_jsonl(make_chats(n, AutoTokenizer.from_pretrained(model_dir)), work/'chats.jsonl')
 
 # %% ../nbs/90_benchmark.ipynb #dda89be3
 TARGETS = dict(qv=['q_proj', 'v_proj'], all='all-linear')
@@ -235,12 +245,10 @@ def bench(quick:bool=True, # a fixed QUICK_N conversations instead of FULL_N
           training:dict|None=None, # TrainingArguments overrides for every run
           log=print)->dict:
     "Run the benchmark: (a), (b), (c) at each LoRA setting, the ratios, and the 4-bit memory; return it all."
-    from transformers import AutoTokenizer
     size = size or ('gpu' if device == 'cuda' else 'cpu')
     n = n or (QUICK_N if quick else FULL_N)
     mdir = bench_model_dir(size)
-    work = Path(tempfile.mkdtemp(prefix='qlora-nb-bench-'))
-    data = write_jsonl(make_chats(n, AutoTokenizer.from_pretrained(mdir)), work/'chats.jsonl')
+    work, data = work_data(mdir, n, 'qlora-nb-bench-')
     log(f"model {size}: {param_count(mdir)/1e6:.1f}M parameters, {n} conversations, device {device}")
     runs = []
     for t in targets:
@@ -520,11 +528,9 @@ def bench_vocab(n:int=VOCAB_N, # conversations
                 paths=tuple(VOCAB_PATHS), device:str='cpu', size:str|None=None, vocab:int=VOCAB, log=print)->dict:
     "The vocabulary part: plain loss, chunked loss and TRL on a model with `vocab` entries, one epoch each, at each budget."
     import torch
-    from transformers import AutoTokenizer
     size = size or ('gpu' if device == 'cuda' else 'cpu')
     mdir = vocab_model_dir(size, vocab)
-    work = Path(tempfile.mkdtemp(prefix='qlora-nb-vocab-'))
-    data = write_jsonl(make_chats(n, AutoTokenizer.from_pretrained(mdir)), work/'chats.jsonl')
+    work, data = work_data(mdir, n, 'qlora-nb-vocab-')
     log(f"model {size} with a {vocab:,} vocabulary: {param_count(mdir)/1e6:.1f}M parameters, {n} conversations, device {device}")
     runs = []
     for b in budgets:

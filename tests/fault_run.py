@@ -5,7 +5,7 @@ KIND: `none`; `sigint` (Ctrl-C at the end of step STEP); `sigkill` (kill -9 at t
 being written, before it is marked complete).
 Environment: FAULT_RANK (only that rank faults; default: every rank), SLOW_PREPARE (seconds the main process waits before
 it prepares result_path, e.g. deletes for --overwrite), DUMP_DIR (each rank writes rank<R>.pt after training: steps,
-resumed_from, world_size, adapter weights), BATCH_LOG (each rank appends one JSON line per micro-batch: step and rows).
+resumed_from, world_size, backend, adapter weights), BATCH_LOG (each rank appends one JSON line per micro-batch: step and rows).
 """
 import functools, json, os, signal, sys, time
 from pathlib import Path
@@ -64,7 +64,8 @@ if os.environ.get('DUMP_DIR'):
         s = _train(cfg, **kw)
         on = dist.is_initialized()
         torch.save(dict(weights={k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(s['trainer'].model).items()},
-                        world_size=dist.get_world_size() if on else 1, steps=s['steps'], resumed_from=s['resumed_from']),
+                        world_size=dist.get_world_size() if on else 1, backend=dist.get_backend() if on else None,
+                        steps=s['steps'], resumed_from=s['resumed_from']),
                    Path(os.environ['DUMP_DIR'])/f'rank{rank}.pt')
         return s
     T.train = _dumped

@@ -4,39 +4,21 @@ import math, re, time
 import pytest
 import torch
 from qlora_nb.tiny import TINY_VERSION
-from conftest import first_chats, run, sets, torchrun
+from conftest import FAULT, first_chats, run, sets, torchrun
 
-# `python -m qlora_nb.cli train ...` as it is, plus one line per rank after training: that rank's adapter weights,
-# the process group it trained in, and its step count. `cmd_train` imports `train` when it runs, so wrapping it here
-# wraps the real run without touching the library.
-WORKER = '''
-import functools, os, sys, torch, torch.distributed as dist
-from peft import get_peft_model_state_dict
-import qlora_nb.cli, qlora_nb.train as T
-_train = T.train
-@functools.wraps(_train)   # the CLI reads `train`'s options through the wrapper
-def train(cfg, **kw):
-    s = _train(cfg, **kw)
-    on = dist.is_initialized()
-    torch.save(dict(weights={k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(s['trainer'].model).items()},
-                    world_size=dist.get_world_size() if on else 1, backend=dist.get_backend() if on else None, steps=s['steps']),
-               os.path.join(os.environ['DUMP_DIR'], 'rank%s.pt' % os.environ.get('RANK', 0)))
-    return s
-T.train = train
-qlora_nb.cli.main(sys.argv[1:])
-'''
+# `qlora-nb train` through tests/fault_run.py with no fault: as it is, plus one file per rank after training (DUMP_DIR):
+# that rank's adapter weights, the process group it trained in, and its step count.
 
 
 def train_on(tmp, name, nproc, data, cache):
     "Train one epoch on `data` with `nproc` processes; return (completed process, run folder, seconds)."
     d = tmp/name; (d/'dump').mkdir(parents=True)
-    worker = tmp/'worker.py'; worker.write_text(WORKER, encoding='utf-8')
     args = sets(f'training_data_json_path={data}', f'result_path={d}/run', f'save_path={d}/out/adapter', 'data.max_length=256',
                 'training.num_train_epochs=1', 'training.per_device_train_batch_size=4', 'training.gradient_accumulation_steps=1',
                 'training.learning_rate=1e-3', 'training.logging_steps=1', 'training.save_steps=1000',
                 'data.max_tokens_per_batch=null')   # batches of rows, so that steps count exactly
     t0 = time.time()
-    p = run('train', *args, script=worker, launch=torchrun(nproc), cwd=tmp, env={'QLORA_NB_CACHE': cache, 'DUMP_DIR': d/'dump'},
+    p = run('none', 0, 'train', *args, script=FAULT, launch=torchrun(nproc), cwd=tmp, env={'QLORA_NB_CACHE': cache, 'DUMP_DIR': d/'dump'},
             timeout=600, rc=0)
     return p, d, time.time() - t0
 
