@@ -18,8 +18,9 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-docs_requirements = shlex.split(cfg.get('docs_requirements', ''))
+# every `NAME_requirements` key is an extra: dev, docs, ...
+extras = {k.removesuffix('_requirements'): shlex.split(v) for k, v in cfg.items()
+          if k.endswith('_requirements') and k != 'requirements'}
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 min_python = cfg['min_python']
 py_versions = py_versions[py_versions.index(min_python):]
@@ -37,7 +38,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'qlora_nb': ['assets/*', 'assets/**/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'docs': docs_requirements},
+    extras_require=extras,
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

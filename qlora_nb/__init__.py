@@ -14,3 +14,14 @@ import logging as _logging
 # bitsandbytes warns on import, on CPUs with AVX512-BF16, that it cannot fetch an optional kernel from the
 # hub (there is no network in many places this runs); it falls back to its own kernel. Keep that quiet.
 _logging.getLogger('bitsandbytes.backends.cpu.ops').setLevel(_logging.ERROR)
+
+class _DropOfflineNotice(_logging.Filter):
+    "Drop one known notice of the `kernels` package; everything else it logs still shows."
+    def filter(self, record): return not record.getMessage().startswith('Skipping publisher trust check for ')
+
+# kernels (a dependency of transformers >= 5.25) logs "Skipping publisher trust check for '<repo>' because Hugging Face
+# Hub is in offline mode." whenever a hub kernel is looked up offline: bitsandbytes looks one up on import on CPUs with
+# AVX512-BF16, so every 4-bit load printed it. Offline is how qlora_nb is meant to run (HF_HUB_OFFLINE=1 in tests);
+# the notice tells a user nothing they can act on. Only that message is dropped, at the one logger that emits it
+# (`kernels/_internals/hf_hub.py`), so the package, its notebooks and `qlora-nb` all stay quiet about it.
+_logging.getLogger('kernels._internals.hf_hub').addFilter(_DropOfflineNotice())

@@ -51,6 +51,20 @@ def run(*args, script=None, code=None, launch=None, env=None, cwd=None, input=No
     if rc is not None: assert p.returncode == rc, said(p)
     return p
 
+def refused(p, *needles, unwritten=())->str:
+    """Assert that a finished `run` refused as a user's mistake should be refused: exit code 2, no traceback, an `error: `
+    sentence (or list of problems) holding every one of `needles`, and none of the paths `unwritten` created. Whatever
+    else the process printed before it (a library's notice, progress) is not judged. Returns the error text."""
+    assert p.returncode == 2, said(p)
+    assert 'Traceback' not in p.stderr, said(p)
+    lines = p.stderr.splitlines()
+    starts = [i for i, l in enumerate(lines) if l.startswith('error: ')]
+    assert starts, said(p)
+    err = '\n'.join(lines[starts[-1]:])   # the error (a sentence, or a list of problems) comes last
+    for n in needles: assert n in err, (n, err)
+    for u in unwritten: assert not Path(u).exists(), f'{u} was written before the error:\n{err}'
+    return err
+
 _SPAWNED = []
 
 def spawn(*args, script=None, code=None, launch=None, env=None, cwd=None)->subprocess.Popen:

@@ -209,3 +209,19 @@ def test_search_finds_an_api_entry(site):
     hits = b.js("[...document.querySelectorAll('#search-results li a')].map(a => a.href)")
     b.screenshot(SHOTS/'search-results.png')
     assert any(_name(h).startswith('data.html') for h in hits), hits
+
+
+def test_stderr_shows_as_a_warning_and_errors_stay_errors():
+    "What a cell printed to stderr renders as a warning box under it; an exception is still an error output."
+    import sys
+    sys.path.insert(0, str(ROOT/'tools'))
+    from build_docs import convert
+    err = {'output_type': 'error', 'ename': 'ValueError', 'evalue': 'bad', 'traceback': ['ValueError: bad']}
+    nb = {'metadata': {}, 'cells': [{'cell_type': 'code', 'metadata': {}, 'execution_count': 1, 'source': 'f()', 'outputs': [
+          {'output_type': 'stream', 'name': 'stdout', 'text': ['答え\n']},
+          {'output_type': 'stream', 'name': 'stderr', 'text': ['UserWarning: *not* markup ``` 注意\n']}, err]}]}
+    code, box = convert(nb, {}, '')['cells']
+    assert [o['output_type'] for o in code['outputs']] == ['stream', 'error'] and code['outputs'][0]['name'] == 'stdout'
+    src = box['source']
+    assert box['cell_type'] == 'markdown' and '{admonition} Printed to stderr' in src and ':class: warning' in src
+    assert 'UserWarning: *not* markup ``` 注意' in src and src.startswith('`````') and '````text' in src  # fences outrun the text's

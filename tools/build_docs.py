@@ -62,6 +62,15 @@ def directives(src:str) -> tuple[dict, str]:
 def md_cell(text:str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': text}
 
 
+def stderr_cell(text:str) -> dict:
+    """What a cell printed to stderr, as a warning box under it. myst-nb would show it as an error output, but in a
+    notebook stderr holds warnings and notes (a Python `warnings.warn`, a library's log line); an exception is an
+    `error` output and still renders as one."""
+    inner = '`' * max(3, max((len(m) for m in re.findall(r'`+', text)), default=0) + 1)   # longer than any run in the text
+    outer = inner + '`'
+    return md_cell(f"{outer}{{admonition}} Printed to stderr\n:class: warning\n\n{inner}text\n{text.rstrip()}\n{inner}\n{outer}\n")
+
+
 def fix_links(text:str, pages:dict, doc_url:str) -> str:
     "Make links relative: nbdev's doc URLs and notebook file names -> the pages; repo-root `nbs/` paths -> here."
     def page(name, frag): return (pages.get(name, name) + frag)
@@ -103,7 +112,10 @@ def convert(nb:dict, pages:dict, doc_url:str) -> dict:
         if opts.get('output') == 'false': tags.append('remove-output')
         md = {**c.get('metadata', {})}
         if tags: md['tags'] = md.get('tags', []) + tags
-        cells.append({**c, 'metadata': md, 'source': code})
+        outs = c.get('outputs', [])
+        said = [o for o in outs if o['output_type'] == 'stream' and o.get('name') == 'stderr']
+        cells.append({**c, 'metadata': md, 'source': code, 'outputs': [o for o in outs if o not in said]})
+        if said and opts.get('output') != 'false': cells.append(stderr_cell(''.join(''.join(o['text']) for o in said)))
     nb['cells'] = [{**c, 'id': c.get('id') or f'cell{i}'} for i, c in enumerate(cells)]
     nb.setdefault('metadata', {}).setdefault('language_info', {'name': 'python'})  # the highlighter's language
     nb['metadata'].setdefault('kernelspec', {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'})
