@@ -122,8 +122,11 @@ def _config(spec:dict):
 # %% ../nbs/90_benchmark.ipynb #d8432475
 def _trainer(spec:dict):
     "The trainer of a run, ready to `train()`."
-    from qlora_nb.data import build_datasets, collator, load_chats, token_budget
-    from qlora_nb.model import load_base_model, load_model, lora_config, resolve_run
+    from qlora_nb.tokenize import build_datasets
+    from qlora_nb.batching import collator
+    from qlora_nb.records import load_chats
+    from qlora_nb.run import token_budget, resolve_run
+    from qlora_nb.model import load_base_model, load_model, lora_config
     from qlora_nb.train import QLoRATrainer, training_args
     from qlora_nb.loss import apply_loss_config
     run = resolve_run(_config(spec))
@@ -221,7 +224,7 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     "4-bit (NF4 + double quantization) against bf16 weight bytes of a Llama of `config`, measured and in theory."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    from qlora_nb.model import linear_layers
+    from qlora_nb.run import linear_layers
     with torch.device('meta'): m = LlamaForCausalLM(LlamaConfig(**config))
     lin = [mod for _, mod in linear_layers(m)]
     n_all = sum(p.numel() for p in m.parameters())
@@ -361,7 +364,7 @@ def prep_one(spec:dict)->dict:
     hf_logging.set_verbosity_error()
     import datasets; datasets.disable_progress_bars()
     from qlora_nb.config import load_config
-    from qlora_nb.model import resolve_run
+    from qlora_nb.run import resolve_run
     cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
                              f"data.num_proc={spec.get('num_proc', 'auto')}"])
     run, said = resolve_run(cfg, for_training=False), []   # the model's facts, outside the timing; the data's are timed
@@ -370,7 +373,8 @@ def prep_one(spec:dict)->dict:
         t0 = time.perf_counter()
         if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
         else:
-            from qlora_nb.data import build_datasets, data_source
+            from qlora_nb.tokenize import build_datasets
+            from qlora_nb.records import data_source
             n = len(build_datasets(cfg, tok, data_source(cfg['training_data_json_path']), facts=run.template, log=said.append).train)
         s = time.perf_counter() - t0
     return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
@@ -493,7 +497,8 @@ VOCAB_PATHS = dict(plain='(b) plain loss', chunked='(b) chunked loss', trl='(c) 
 
 def vocab_model_dir(size:str='cpu', vocab:int=VOCAB)->Path:
     "The random-init Llama of `SIZES[size]` with `vocab` embedding and head rows (tokenizer unchanged), built once into the cache."
-    from qlora_nb.tiny import built_once, cache_dir
+    from qlora_nb.tiny import built_once
+    from qlora_nb.files import cache_dir
     def build(d):
         import torch
         from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM

@@ -4,8 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #712e21df
 from __future__ import annotations
-import dataclasses, difflib, inspect, shutil, tempfile, types, typing, enum
-from contextlib import contextmanager
+import dataclasses, difflib, inspect, types, typing, enum
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 __all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'CONFIG_NAME',
            'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'key_spec',
            'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'own_defaults',
-           'load_config', 'dump_config', 'save_config', 'atomic_folder', 'config_reference']
+           'load_config', 'dump_config', 'save_config', 'config_reference']
 
 # %% ../nbs/00_config.ipynb #29dfb24f
 SEED_PRESET = dict(
@@ -79,7 +78,7 @@ class TokenizerKeys:
 # %% ../nbs/00_config.ipynb #6ae2d776
 @dataclass
 class DataKeys:
-    "`data:` is ours (see `01_data`)."
+    "`data:` is ours (see `04_tokenize`)."
     max_length: int = option(1024, "tokens a row may hold", ge=16, msg="too short for even one chat turn; use 16 or more (the seed uses 1024)")
     format: Literal['chat_template', 'seed'] = option('chat_template', "the tokenizer's chat template with loss on the replies, or the seed's 'role: content' lines")
     truncation: Literal['right', 'drop'] = option('right', "a conversation longer than max_length is cut at the right, or left out")
@@ -94,7 +93,7 @@ class DataKeys:
 class TrainingKeys:
     "Our key in `training:`; the others are `TrainingArguments`'."
     mixed_precision: Literal['auto', 'bf16', 'fp16', 'no'] = option('auto', "becomes TrainingArguments' bf16/fp16 flags; auto: match the compute dtype")
-    chunked_loss: bool | Literal['auto'] = option('auto', "the loss from the hidden states chunk by chunk, never the full logits (`02b_loss`); auto: where it is exact for the model")
+    chunked_loss: bool | Literal['auto'] = option('auto', "the loss from the hidden states chunk by chunk, never the full logits (`05b_loss`); auto: where it is exact for the model")
     loss_chunk_mb: float = option(64, "MiB of float32 logits one chunk of the chunked loss may hold", gt=0)
 
 OWN_KEYS = dict(quantization=QuantizationKeys, tokenizer=TokenizerKeys, data=DataKeys, training=TrainingKeys)
@@ -106,7 +105,7 @@ HF_RULES = {
     'lora.r': dict(gt=0), 'lora.lora_alpha': dict(gt=0), 'lora.lora_dropout': dict(ge=0, lt=1),
     **{f'training.{k}': dict(gt=0) for k in ('learning_rate', 'num_train_epochs', 'per_device_train_batch_size',
                                              'gradient_accumulation_steps', 'logging_steps', 'save_steps')},
-    'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`02_model.checkpointing`, in `resolve_run`)
+    'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`03_run.checkpointing`, in `resolve_run`)
 }
 
 # %% ../nbs/00_config.ipynb #eb6099ed
@@ -292,26 +291,6 @@ def save_config(cfg:dict, # a validated config
     p = Path(out_dir)/CONFIG_NAME
     p.write_text(dump_config(cfg), encoding='utf-8')
     return p
-
-# %% ../nbs/00_config.ipynb #7f6dfe9b
-@contextmanager
-def atomic_folder(out, # the folder to write
-                  replace:bool=False, # replace an existing `out` (an adapter saved again); else an existing `out` stands
-                 ):
-    "Yield an empty folder beside `out`; when the block ends without error it becomes `out` in one rename, else it is removed."
-    out = Path(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}-', dir=out.parent))
-    try:
-        yield tmp
-        old = out.with_name(f'.{out.name}-old') if replace and out.exists() else None
-        if old: shutil.rmtree(old, ignore_errors=True); out.rename(old)
-        if out.is_dir() and not any(out.iterdir()): out.rmdir()   # an empty folder stands in for nothing
-        try: tmp.rename(out)
-        except OSError:
-            if not out.exists(): raise   # else another process wrote the same folder first: theirs stands
-        if old: shutil.rmtree(old, ignore_errors=True)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/00_config.ipynb #be62a70f
 def _show(v)->str: return 'null' if v is None else str(v).lower() if isinstance(v, bool) else str(v)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from qlora_nb.data import _has_generation_markers, ends_turn, template_facts, tokenize_conversation
+from qlora_nb.template import _has_generation_markers, ends_turn, template_facts, tokenize_conversation
 from qlora_nb.tiny import tiny_model_dir
 
 trl = pytest.importorskip('trl')

@@ -4,7 +4,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from qlora_nb.data import DataError, check_data, record_problems, ROLES
+from qlora_nb.records import DataError, check_data, record_problems, ROLES
 from conftest import run
 
 text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=20)
@@ -88,7 +88,8 @@ def test_train_logs_eval_loss(tmp_path):
     assert len(evals) >= 2 and all(e == e for e in evals)
 
 # --- one streaming pass, a cache keyed by content, the same rows in any number of processes (issue #14) ---
-from qlora_nb.data import load_chats, scan_chats, tokenize_chats, tokenized_chats, MAX_PROBLEMS
+from qlora_nb.records import load_chats, scan_chats, MAX_PROBLEMS
+from qlora_nb.tokenize import tokenize_chats, tokenized_chats
 
 GOOD = {'messages': [{'role': 'user', 'content': 'こんにちは'}, {'role': 'assistant', 'content': 'どうも。'}]}
 BAD = {'messages': [{'role': 'user', 'content': 'no reply'}]}

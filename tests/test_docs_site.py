@@ -208,7 +208,7 @@ def test_search_finds_an_api_entry(site):
                       " || document.querySelectorAll('#search-results li').length > 0", timeout=60)
     hits = b.js("[...document.querySelectorAll('#search-results li a')].map(a => a.href)")
     b.screenshot(SHOTS/'search-results.png')
-    assert any(_name(h).startswith('data.html') for h in hits), hits
+    assert any(_name(h).startswith('template.html') for h in hits), hits
 
 
 def test_stderr_shows_as_a_warning_and_errors_stay_errors():

@@ -73,7 +73,7 @@ def byte_level_adapter(adapter, tmp_path)->Path:
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
     from transformers import PreTrainedTokenizerFast
     from qlora_nb.config import CONFIG_NAME, load_config, save_config
-    from qlora_nb.model import model_path
+    from qlora_nb.run import model_path
     from qlora_nb.tiny import SPECIAL_TOKENS, CHAT_TEMPLATE, read_sample_chats, chat_texts
     base, a = tmp_path/'bpe-base', tmp_path/'bpe-adapter'
     shutil.copytree(model_path('builtin:tiny'), base, ignore=shutil.ignore_patterns('tokenizer*', 'chat_template*'))

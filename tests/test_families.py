@@ -54,8 +54,8 @@ def runs(labels):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_masking(family):
     from transformers import AutoTokenizer
-    from qlora_nb.data import tokenize_conversation, untrained_end_of_turn
-    from qlora_nb.model import set_pad_token
+    from qlora_nb.template import tokenize_conversation, untrained_end_of_turn
+    from qlora_nb.run import set_pad_token
     tok = set_pad_token(AutoTokenizer.from_pretrained(replica_dir(family)))
     r = tokenize_conversation(CHAT, tok, None)
     pieces = [tok.decode([r['input_ids'][i] for i in run]) for run in runs(r['labels'])]
@@ -96,7 +96,7 @@ class ForceThen:
 @pytest.mark.parametrize('family', FAMILIES)
 def test_stop_and_merge(family, root, tmp_path):
     from transformers import AutoModelForCausalLM, LogitsProcessorList
-    from qlora_nb.data import fold_system, stop_token_ids
+    from qlora_nb.template import fold_system, stop_token_ids
     from qlora_nb.infer import generate, load_for_inference, merge_adapter, rel_l2
     adapter, _ = trained(family, root)
     model, tok = load_for_inference(adapter)
@@ -131,7 +131,8 @@ def test_dequantized_base(family):
     "The plain float32 model the merge starts from computes what the 4-bit base computes (Conv1D layouts, square ones too)."
     from qlora_nb.config import load_config
     from qlora_nb.infer import dequantized_base, rel_l2
-    from qlora_nb.model import load_base_model, resolve_run
+    from qlora_nb.model import load_base_model
+    from qlora_nb.run import resolve_run
     run = resolve_run(load_config(overrides=[f'model_name={replica_dir(family)}', 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     with torch.no_grad(): d = rel_l2(load_base_model(run).eval()(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
@@ -150,7 +151,7 @@ def test_export(family, root, tmp_path):
     from transformers import AutoTokenizer
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
     from qlora_nb.config import ConfigError
-    from qlora_nb.data import fold_system
+    from qlora_nb.template import fold_system
     from qlora_nb.export import _gguf_arch, check_convertible, export_gguf, families_table, model_config
     from qlora_nb.infer import merge_adapter
     from test_export import assert_round_trip

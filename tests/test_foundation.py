@@ -73,7 +73,7 @@ def test_missing_target_modules_refused(tmp_path):
     _refused(r, tmp_path, "no linear layer named 'query_key_value'", 'q_proj')
 
 def test_unsafe_model_folders_are_refused(tmp_path):
-    from qlora_nb.model import model_path
+    from qlora_nb.run import model_path
     m = tmp_path/'m'; shutil.copytree(model_path('builtin:tiny'), m)
     (m/'model.safetensors').rename(m/'pytorch_model.bin')
     p = run('train', '--set', f'model_name={m}', '--set', f'result_path={tmp_path}/run', cwd=tmp_path, timeout=120, rc=2)

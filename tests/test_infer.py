@@ -16,7 +16,7 @@ def test_merge_matches_the_4bit_model(adapter, tmp_path):
     from transformers import AutoModelForCausalLM
     from peft import PeftModel
     from qlora_nb.infer import load_for_inference, merge_adapter, rel_l2
-    from qlora_nb.model import model_path
+    from qlora_nb.run import model_path
     from qlora_nb.tiny import read_sample_chats
     out = merge_adapter(adapter, tmp_path/'merged')
     assert not list(out.glob('*.bin')) and (out/'model.safetensors').exists() and (out/'tokenizer.json').exists()
@@ -57,7 +57,7 @@ def test_dequantized_base_of_a_tied_embedding_model(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
     from qlora_nb.config import ConfigError, load_config
     from qlora_nb.infer import dequantized_base
-    from qlora_nb.model import resolve_run
+    from qlora_nb.run import resolve_run
     orig = tied_model(tmp_path/'tied')
     run = resolve_run(load_config(overrides=[f'model_name={tmp_path}/tied']), for_training=False)
     m = dequantized_base(run)

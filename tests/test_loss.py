@@ -1,4 +1,4 @@
-"The chunked loss against each family's own forward, for every family `02b_loss` turns it on for: loss and every gradient."
+"The chunked loss against each family's own forward, for every family `05b_loss` turns it on for: loss and every gradient."
 import pytest, torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from qlora_nb.loss import PLAIN_FAMILIES, enable_chunked_loss, logit_transform, loss_path

@@ -5,9 +5,9 @@ import pytest
 
 from conftest import first_chats, refused, run, sets
 
-def _counting(monkeypatch, target, name):
-    "Replace `target.name` with a wrapper that counts its calls; return the counter."
-    calls, f = [], getattr(target, name)
+def _counting(monkeypatch, target, name, calls=None):
+    "Replace `target.name` with a wrapper that counts its calls (into `calls`, when given); return the counter."
+    calls, f = [] if calls is None else calls, getattr(target, name)
     def counted(*a, **k):
         calls.append(1)
         return f(*a, **k)
@@ -17,16 +17,17 @@ def _counting(monkeypatch, target, name):
 def test_train_decides_once_and_reads_the_data_once(tmp_path, monkeypatch, capsys):
     "A training run checks the model name, builds the skeleton, loads the tokenizer, finds the template facts, decides checkpointing, hashes and parses the data once; a second run on the same data tokenizes nothing."
     import transformers
-    import qlora_nb.data as D, qlora_nb.model as M
+    import qlora_nb.records as Rec, qlora_nb.template as Tm, qlora_nb.tokenize as Tk, qlora_nb.run as R
     from qlora_nb.config import load_config
     from qlora_nb.cli import embedded_default_path
     from qlora_nb.train import train
     data = first_chats(tmp_path/'chats.jsonl', 40)   # data this session's cache has not seen
     cfg = load_config(embedded_default_path(), [f'training_data_json_path={data}', f'result_path={tmp_path}/run',
                                                 f'save_path={tmp_path}/adapter', 'training.max_steps=2', 'training.disable_tqdm=true'])
-    counts = {name: _counting(monkeypatch, mod, name) for mod, name in
-              ((M, 'check_model_name'), (M, 'check_model_folder'), (M, 'model_skeleton'), (M, 'template_facts'), (D, 'template_facts'),
-               (M, 'checkpointing'), (M, 'mixed_precision'), (D, 'data_fingerprint'), (D, 'scan_chats'), (D, 'tokenize_chats'))}
+    counts = {}
+    for mod, name in ((R, 'check_model_name'), (R, 'check_model_folder'), (R, 'model_skeleton'), (Tm, 'template_facts'), (Tk, 'template_facts'),
+                      (R, 'checkpointing'), (R, 'mixed_precision'), (Rec, 'data_fingerprint'), (Rec, 'scan_chats'), (Tk, 'tokenize_chats')):
+        _counting(monkeypatch, mod, name, counts.setdefault(name, []))   # a function imported into two modules counts in both
     counts['AutoTokenizer'] = _counting(monkeypatch, transformers.AutoTokenizer, 'from_pretrained')
     counts['AutoConfig'] = _counting(monkeypatch, transformers.AutoConfig, 'from_pretrained')
     s = train(cfg)
@@ -45,7 +46,7 @@ def test_run_saved_beside_the_adapter_and_shown_by_inspect(tmp_path):
     "`train` writes qlora_nb_run.json beside the adapter; its facts are what `resolve_run` decides and what `inspect` prints."
     from qlora_nb.config import load_config
     from qlora_nb.cli import embedded_default_path
-    from qlora_nb.model import RUN_NAME, resolve_run
+    from qlora_nb.run import RUN_NAME, resolve_run
     over = [f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=2']
     run('train', *sets(*over), rc=0)
     saved = json.loads((tmp_path/'adapter'/RUN_NAME).read_text(encoding='utf-8'))
@@ -75,7 +76,7 @@ def test_adapter_refuses_a_different_base(tmp_path):
 def test_merged_model_stops_where_the_run_stops(tmp_path):
     "The merged model's generation config carries the run's stop ids, so plain transformers stops at the end of a turn."
     from transformers import GenerationConfig
-    from qlora_nb.model import RUN_NAME
+    from qlora_nb.run import RUN_NAME
     run('train', *sets(f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', 'training.max_steps=1'), rc=0)
     run('merge', '--adapter', tmp_path/'adapter', '--output', tmp_path/'merged', rc=0)
     stops = json.loads((tmp_path/'adapter'/RUN_NAME).read_text(encoding='utf-8'))['stop_token_ids']

@@ -1,6 +1,6 @@
 """Execute notebooks in place so their stored outputs are current, then `nbdev_clean`.
 
-    python tools/run_notebooks.py nbs/01_data.ipynb ...            # skips `#| slow` / `cuda` / `notest` / `eval: false` cells
+    python tools/run_notebooks.py nbs/01_records.ipynb ...            # skips `#| slow` / `cuda` / `notest` / `eval: false` cells
     python tools/run_notebooks.py --slow nbs/90_benchmark.ipynb    # runs `#| slow` cells too (minutes: benchmarks)
 
 A skipped cell keeps the outputs it had, so a benchmark's measured figures stay until it is run again on purpose.
