@@ -8,7 +8,7 @@ nbdev_proc_nbs writes `_proc/`: `#| hide` cells gone, a `show_doc` entry for eve
 What Quarto would do with that is done here in a few plain steps, so that Sphinx sees ordinary notebooks:
 the front matter becomes the page title and summary, `#| echo: false` hides a cell's code, `#| output: asis`
 turns the cell's markdown output (the API entries) into page text, and links are made relative — nbdev's
-absolute doc links (`https://host/base/batching.html#padcollator`) and notebook links (`06a_batching.ipynb`) point to the
+absolute doc links (`https://host/base/batching.html#padcollator`) and notebook links (`04b_batching.ipynb`) point to the
 pages, which keep nbdev's names (`batching.html`), so the site works from the folder and under any base path.
 Navigation is every notebook in `nbs/` sorted by name, index first; `nbs/sidebar.yml` (Quarto's) gets the same
 list.
@@ -143,7 +143,7 @@ def build(proc:bool=True, out:Path=ROOT/'_docs') -> list[str]:
     if not nbs: sys.exit(f'error: no processed notebooks in {proc_dir}; run without --no-proc.')
     doc_url = cfg.get('doc_host', '').rstrip('/') + cfg.get('doc_baseurl', '')
     loaded = {p.name: json.loads(p.read_text(encoding='utf-8')) for p in nbs}
-    # nbdev names each page after its `output-file` (06a_batching.ipynb -> batching.html); the site keeps those names
+    # nbdev names each page after its `output-file` (04b_batching.ipynb -> batching.html); the site keeps those names
     stems = {}
     for name, nb in loaded.items():
         c = nb['cells'][0] if nb['cells'] else {}
