@@ -55,7 +55,7 @@ def option(default, # the value when neither the preset nor the user sets the ke
 class TopKeys:
     "The top level of a config."
     model_name: str = option('builtin:tiny', "hub id or local folder of the base model; builtin:tiny is a small Llama built locally")
-    training_data_json_path: str | list[str] = option('builtin:sample_chats', ".json/.jsonl file(s) of {messages: [...]} records; builtin:sample_chats is the bundled set")
+    training_data_json_path: str | list[str] = option('builtin:sample_chats', "data file(s) (.json, .jsonl, .gz of either, .parquet), save_to_disk folder(s) or hub dataset id(s) of messages, ShareGPT or Alpaca records; builtin:sample_chats is the bundled set")
     result_path: str = option('outputs/run', "the Trainer's output_dir: checkpoints and logs (relative to the current folder)")
     save_path: str = option('outputs/adapter', "where the final adapter and tokenizer are saved (relative to the current folder)")
     preset: Literal['default', 'seed'] = option('default', "the defaults to start from: qlora_nb's, or the seed recipe exactly")
@@ -87,6 +87,9 @@ class DataKeys:
     eval_path: str | list[str] | None = option(None, "an eval set of its own: a file or list of files, checked like the training data")
     max_tokens_per_batch: int | None = option(1024, "padded tokens a training batch may hold; null: batches count rows", gt=0)
     num_proc: int | Literal['auto'] = option('auto', "processes that tokenize the data; auto: the CPU cores available", gt=0)
+    sources: list[dict] | None = option(None, "training data mixed from sources, [{path, weight}]: a weight above 1 repeats a source, below 1 samples it (from training.seed); instead of training_data_json_path",
+                                        check=lambda v: _sources_problem(v))
+    dedup: bool = option(True, "drop exact duplicate conversations (counted per source); false keeps them")
 
 # %% ../nbs/00_config.ipynb #4b5ad5e7
 @dataclass
@@ -178,9 +181,22 @@ def _type_name(t)->str:
     return str(t).replace('typing.', '').replace('transformers.trainer_utils.', '')
 
 # %% ../nbs/00_config.ipynb #ffc4aa2b
+def _sources_problem(v)->str|None:
+    "What is wrong with a `data.sources` value, as the end of a sentence; None when it is right."
+    if v is None: return None
+    if not isinstance(v, list) or not v: return "must be a non-empty list of {path, weight} entries, e.g. [{path: a.jsonl, weight: 2}]"
+    for i, s in enumerate(v):
+        if not isinstance(s, dict) or not isinstance(s.get('path'), str):
+            return f"entry {i} must be a mapping with a 'path' (a data file, folder or hub id) and an optional 'weight'"
+        if extra := set(s) - {'path', 'weight'}: return f"entry {i} has {', '.join(map(repr, sorted(extra)))}; give only path and weight"
+        w = s.get('weight', 1)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float('inf'):
+            return f"entry {i} ({s['path']}) has weight {w!r}; give a number above 0 (2 repeats the source, 0.5 keeps half of it)"
+
 def _check_value(key:str, v, t, where:str):
     "Raise `ConfigError` when `v` does not fit the type, choices or bounds of `key`."
     s = key_spec(key)
+    if 'check' in s and (why := s['check'](v)): raise ConfigError(f"{where}: '{key}' {why}.")
     choices = s.get('choices')
     if choices and v not in choices:
         raise ConfigError(f"{where}: '{key}' is {v!r}, but it must be one of {', '.join(map(repr, choices))}.{_suggest(str(v), choices)}")

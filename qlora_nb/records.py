@@ -4,144 +4,45 @@
 
 # %% ../nbs/01_records.ipynb #dd541fd6
 from __future__ import annotations
-import codecs, hashlib, json, os, re
+import hashlib, json, os, random
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from datasets import Dataset, Features, List, Value
 
-from .config import ConfigError
+from .config import ConfigError, TOP_DEFAULTS
 from .files import cache_dir
+from .formats import DataError, canonical_records, data_kind, hub_dataset, read_records, source_fingerprint
 
 # %% auto #0
-__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'DataError', 'data_files', 'read_records',
-           'record_problems', 'scan_chats', 'data_fingerprint', 'DataSource', 'data_source', 'load_chats', 'check_data']
-
-# %% ../nbs/01_records.ipynb #352b5aea
-class DataError(ConfigError):
-    "A problem with the user's data, stated in sentences that name the file, the record and the fix."
+__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'data_files', 'record_problems',
+           'record_digest', 'scan_chats', 'data_fingerprint', 'DataSource', 'data_source', 'train_source',
+           'eval_source', 'source_counts', 'load_chats', 'check_data']
 
 # %% ../nbs/01_records.ipynb #6453579f
 MAX_PROBLEMS = 20
 ROLES = ('system', 'user', 'assistant')
 
-def data_files(path, # `builtin:sample_chats`, a .json/.jsonl path, or a list of them
-              )->list[Path]:
-    "The data files a config names: `builtin:sample_chats`, one path, or a list of paths; `DataError` for one that is missing."
-    if path == 'builtin:sample_chats':
-        from qlora_nb.tiny import sample_chats_path
-        return [sample_chats_path()]
+def data_files(path, # `builtin:sample_chats`, a data file, a `save_to_disk` folder, a hub dataset id, or a list of them
+               key:str='training_data_json_path', # the config key that names them, for the message
+              )->list:
+    "One data source (a `Path`, or a hub id as text) per entry of `path`; `DataError` in one sentence for one that is missing or unreadable."
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths: raise DataError("training_data_json_path is an empty list; name at least one .json or .jsonl file.")
-    out = [Path(p) for p in paths]
-    for p in out:
-        if not p.is_file(): raise DataError(f"{p}: no such data file; check training_data_json_path.")
-        if p.suffix not in ('.json', '.jsonl'): raise DataError(f"{p}: expected a .json or .jsonl file of chat records.")
+    if not paths: raise DataError(f"{key} is an empty list; name at least one data file.")
+    out = []
+    for p in paths:
+        if p == 'builtin:sample_chats':
+            from qlora_nb.tiny import sample_chats_path
+            out.append(sample_chats_path()); continue
+        kind = data_kind(p)
+        if kind == 'hub': hub_dataset(str(p), key)   # offline and not in the local cache: said now, before anything is read
+        elif kind is None and Path(p).exists():
+            raise DataError(f"{p}: not a kind of data file qlora_nb reads; use .json or .jsonl (either may be gzipped: .jsonl.gz), "
+                            f".parquet, or a folder written by datasets' save_to_disk, and check {key}.")
+        elif kind is None: raise DataError(f"{p}: no such data file; check {key}.")
+        out.append(str(p) if kind == 'hub' else Path(p))
     return out
-
-# %% ../nbs/01_records.ipynb #92638e76
-def _jsonl_records(p:Path):
-    "`(where, record, None)` per line of a JSONL file, `(where, None, sentence)` for a line that cannot be read."
-    seen, at = False, 0
-    with open(p, 'rb') as f:
-        for i, line in enumerate(f, 1):
-            body = line[3:] if i == 1 and line.startswith(codecs.BOM_UTF8) else line
-            try: s = body.decode('utf-8')
-            except UnicodeDecodeError as e:
-                yield str(p), None, f"{p}: byte {at + len(line) - len(body) + e.start} is not UTF-8; save the file as UTF-8."; return
-            at += len(line)
-            if not s.strip(): continue
-            seen = True
-            try: yield f'{p}, line {i}', json.loads(s), None
-            except json.JSONDecodeError as e: yield f'{p}, line {i}', None, f"{p}, line {i}: invalid JSON at column {e.colno} ({e.msg}); fix that line."
-    if not seen: yield str(p), None, f"{p}: the file is empty; it needs at least one chat record."
-
-# %% ../nbs/01_records.ipynb #c5d8a3f1
-_WS = re.compile(r'[ \t\n\r]*')
-
-class _BadByte(Exception): pass
-
-class _Window:
-    "Text of a UTF-8 file read in chunks: `buf[i:]` is not yet consumed; `line`, `col` place `buf[0]` in the file."
-    def __init__(self, f, size:int):
-        self.f, self.size, self.dec = f, size, codecs.getincrementaldecoder('utf-8')()
-        self.buf, self.i, self.eof, self.fed, self.line, self.col = '', 0, False, 0, 1, 1
-
-    def more(self, size:int|None=None)->bool:
-        "Append the next chunk of text; False when the file was already read to its end."
-        if self.eof: return False
-        b = self.f.read(max(size or self.size, 3 if self.fed == 0 else 1))  # the first read sees a whole BOM
-        self.eof = not b
-        if self.fed == 0 and b.startswith(codecs.BOM_UTF8): b, self.fed = b[3:], 3
-        try: s = self.dec.decode(b, final=self.eof)
-        except UnicodeDecodeError as e: raise _BadByte(self.fed - (len(e.object) - len(b)) + e.start) from None
-        self.consume(self.i)  # drop what was read, once per chunk
-        self.fed, self.buf = self.fed + len(b), self.buf + s
-        return True
-
-    def peek(self)->str:
-        "The next non-blank character, not consumed; '' at the end of the file."
-        while True:
-            self.i = _WS.match(self.buf, self.i).end()
-            if self.i < len(self.buf) or not self.more(): return self.buf[self.i:self.i+1]
-
-    def where(self, pos:int)->tuple[int, int]:
-        "Line and column (from 1) of `buf[pos]` in the file."
-        nl = self.buf.count('\n', 0, pos)
-        return (self.line + nl, pos - self.buf.rfind('\n', 0, pos)) if nl else (self.line, self.col + pos)
-
-    def consume(self, j:int):
-        "Drop `buf[:j]`, keeping count of the line and column where the window starts."
-        if j: self.line, self.col, self.buf, self.i = *self.where(j), self.buf[j:], self.i - j
-
-# %% ../nbs/01_records.ipynb #d2e4f6a8
-def _json_records(p:Path, size:int=1<<18):
-    "`(where, record, None)` per element of a JSON array file, read incrementally; `(where, None, sentence)` for what cannot be read."
-    dec = json.JSONDecoder()
-    with open(p, 'rb') as f:
-        w = _Window(f, size)
-        def bad(pos, msg):
-            line, col = w.where(pos)
-            return str(p), None, f"{p}: invalid JSON at line {line}, column {col} ({msg}); fix the syntax there."
-        try:
-            c = w.peek()
-            if not c: yield str(p), None, f"{p}: the file is empty; it needs at least one chat record."; return
-            if c != '[':  # not an array: read it whole, only to say what it is
-                while w.more(): pass
-                try: v = json.loads(w.buf)
-                except json.JSONDecodeError as e: yield bad(e.pos, e.msg); return
-                yield str(p), None, (f"{p}: expected a JSON array of chat records, found {type(v).__name__}; wrap the records "
-                                     "in [ ] (or use .jsonl, one record a line)."); return
-            w.i += 1
-            k = 0
-            while True:
-                c = w.peek()
-                if c == ']': break
-                if k:
-                    if c != ',': yield bad(w.i, "Expecting ',' delimiter"); return
-                    w.i += 1; w.peek()
-                grow = size
-                while True:  # decode one element, reading more while it runs past the window
-                    try:
-                        v, j = dec.raw_decode(w.buf, w.i)
-                        if j < len(w.buf) - 16 or w.eof: break  # a value ending near the window's end may go on (1.5|e3)
-                    except json.JSONDecodeError as e:
-                        if w.eof or not (e.msg.startswith('Unterminated string') or e.pos >= len(w.buf) - 16):
-                            yield bad(e.pos, e.msg); return
-                    w.more(grow); grow *= 2
-                yield f'{p}, record {k}', v, None
-                k += 1
-                w.i = j
-            w.i += 1
-            if w.peek(): yield bad(w.i, 'Extra data')
-        except _BadByte as e: yield str(p), None, f"{p}: byte {e.args[0]} is not UTF-8; save the file as UTF-8."
-
-# %% ../nbs/01_records.ipynb #fc38fd0b
-def read_records(p:Path, # a .json (one array) or .jsonl (one record a line) file
-                )->'Iterator[tuple[str, object, str|None]]':
-    "`(where, record, None)` for each record of the file in turn, `(where, None, sentence)` for what kept a record (or the file) from being read."
-    return _jsonl_records(p) if p.suffix == '.jsonl' else _json_records(p)
 
 # %% ../nbs/01_records.ipynb #ee719fac
 def record_problems(rec, # one decoded JSON record
@@ -163,18 +64,41 @@ def record_problems(rec, # one decoded JSON record
     return probs
 
 # %% ../nbs/01_records.ipynb #acd4758d
-def scan_chats(paths:list[Path], # data files, as `data_files` gives them
-               keep=None, # called with each valid record's messages ({role, content} only); None: only check
+def record_digest(rec:dict, # a canonical record
+                 )->bytes:
+    "16 bytes that tell one conversation from another: a hash of what is trained (messages, tools, template switches), not of ids or other keys."
+    body = {k: rec[k] for k in ('messages', 'tools', 'chat_template_kwargs') if k in rec}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
+
+def scan_chats(paths:list, # data sources, as `data_files` gives them
+               keep=None, # called with each kept record's messages ({role, content} only), as often as its weight says; None: only check
+               weights=None, # a weight per source: above 1 repeats its records, below 1 samples them; None: 1 each
+               dedup:bool=False, # drop a conversation that an earlier record (of any source) already holds
+               seed:int=42, # draws the samples of weights that are not whole numbers
+               counts:list|None=None, # gets one dict per source: read, invalid, duplicates dropped, kept (after its weight)
               )->tuple[int, int, list[str]]:
-    "One streaming pass over the data files: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
-    n, count, first = 0, 0, []
-    for p in paths:
-        for where, rec, err in read_records(p):
-            probs = [err] if err else [f"{where}: {x}." for x in record_problems(rec)]
-            n += err is None
+    "One streaming pass over the data sources: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
+    n, count, first, seen = 0, 0, [], set()
+    for i, p in enumerate(paths):
+        w, c = (weights[i] if weights else 1), dict(source=str(p), read=0, invalid=0, duplicates=0, kept=0)
+        rng = random.Random(f'{seed}:{i}')   # a source's draws depend on the seed and its place, not on other sources
+        for where, rec, probs in canonical_records(p):
+            unread = rec is None and bool(probs)   # nothing could be read there (a JSON null is a record, and checked)
+            if not probs: probs = [f"{where}: {x}." for x in record_problems(rec)]
+            n += not unread; c['read'] += not unread; c['invalid'] += not unread and bool(probs)
             count += len(probs)
             first += probs[:MAX_PROBLEMS - len(first)]
-            if not probs and keep is not None: keep([{'role': m['role'], 'content': m['content']} for m in rec['messages']])
+            if probs: continue
+            if dedup:
+                d = record_digest(rec)
+                if d in seen: c['duplicates'] += 1; continue
+                seen.add(d)
+            k = int(w) + (w != int(w) and rng.random() < w - int(w))
+            c['kept'] += k
+            if keep is not None and k:
+                msgs = [{'role': m['role'], 'content': m['content']} for m in rec['messages']]
+                for _ in range(k): keep(msgs)
+        if counts is not None: counts.append(c)
     return n, count, first
 
 def _problems_error(count:int, first:list[str])->DataError:
@@ -199,60 +123,106 @@ class _Writer:
     def close(self): self.flush(); self.w.close()
 
 # %% ../nbs/01_records.ipynb #2e9dcbe0
-def data_fingerprint(paths:list[Path], # data files, as `data_files` gives them
+def data_fingerprint(paths:list, # data sources, as `data_files` gives them
+                     weights=None, # a weight per source (None: 1 each)
+                     dedup:bool=False, # whether duplicates are dropped
+                     seed:int=42, # the seed of the samples (it matters only for a weight that is not a whole number)
                     )->str:
-    "A hash of the data files' bytes and kinds, read in chunks: the identity of the data in cache keys."
-    h = hashlib.sha256()
-    for p in paths:
-        fh = hashlib.sha256()
-        with open(p, 'rb') as f:
-            while chunk := f.read(1 << 20): fh.update(chunk)
-        h.update(f'{p.suffix}:{fh.hexdigest()};'.encode())
+    "A hash of what the data sources hold (`source_fingerprint`), their weights and deduplication: the identity of the data in cache keys."
+    h = hashlib.sha256(''.join(f'{source_fingerprint(p)};' for p in paths).encode())
+    ws = list(weights or [1] * len(paths))
+    if ws != [1] * len(paths): h.update(f'weights={ws};'.encode())
+    if any(w != int(w) for w in ws): h.update(f'seed={seed};'.encode())
+    if dedup: h.update(b'dedup;')
     return h.hexdigest()[:24]
 
 # %% ../nbs/01_records.ipynb #d8a43a83
 @dataclass(frozen=True)
 class DataSource:
-    "A data set found once: the files a config names and the fingerprint of their bytes."
-    name: str # as the config names it (a path, a list of paths, or `builtin:sample_chats`)
-    files: tuple # the data files (`data_files`)
-    fingerprint: str # `data_fingerprint` of the files
+    "A data set found once: the sources a config names, how they are mixed, and the fingerprint of it all."
+    name: str # as the config names it (a path, a list of paths, `data.sources`, or `builtin:sample_chats`)
+    files: tuple # the data sources (`data_files`): paths, or hub ids as text
+    fingerprint: str # `data_fingerprint` of the sources, weights and deduplication
+    weights: tuple = () # a weight per source; empty: 1 each
+    dedup: bool = False # whether exact duplicate conversations are dropped
+    seed: int = 42 # the seed of the samples drawn for weights below 1 (or between whole numbers)
 
 # %% ../nbs/01_records.ipynb #469c581d
-def data_source(path, # `builtin:sample_chats`, a .json/.jsonl path, a list of them, or a `DataSource` (returned as it is)
+def _weighted(path, key:str)->tuple[list, list]:
+    "The sources and weights `path` names: `{path, weight}` entries (as `data.sources` holds them), or paths at weight 1."
+    items = [path] if isinstance(path, (str, Path)) else list(path)
+    srcs = [s['path'] if isinstance(s, dict) else s for s in items]
+    ws = [float(s.get('weight', 1)) if isinstance(s, dict) else 1.0 for s in items]
+    if bad := [w for w in ws if not 0 < w < float('inf')]:
+        raise ConfigError(f"{key}: weight {bad[0]} is not a number above 0; give 2 to repeat a source twice, 0.5 to keep half of it.")
+    return srcs, ws
+
+def data_source(path, # `builtin:sample_chats`, a data file, folder or hub id, a list of them or of `{path, weight}`; or a `DataSource` (returned as it is)
+                dedup:bool=False, # drop exact duplicate conversations (a config's `data.dedup`)
+                seed:int=42, # draws the samples of weights that are not whole numbers (a config's `training.seed`)
+                key:str='training_data_json_path', # the config key that names `path`, for messages
                )->DataSource:
-    "The `DataSource` of the data a config names: its files found and hashed, once."
+    "The `DataSource` of the data a config names: its sources found and hashed, once."
     if isinstance(path, DataSource): return path
-    files = data_files(path)
-    return DataSource(str(path) if isinstance(path, (str, Path)) else ', '.join(map(str, path)), tuple(files), data_fingerprint(files))
+    srcs, ws = _weighted(path, key)
+    files = data_files(srcs, key)
+    name = str(path) if isinstance(path, (str, Path)) else ', '.join(str(s) + (f' ×{w:g}' if w != 1 else '') for s, w in zip(srcs, ws))
+    return DataSource(name, tuple(files), data_fingerprint(files, ws, dedup, seed), tuple(ws), dedup, seed)
+
+# %% ../nbs/01_records.ipynb #469c581e
+def train_source(cfg:dict, # a validated config (`load_config`)
+                )->DataSource:
+    "The training data a config names, found once: `training_data_json_path`, or `data.sources` with their weights; `data.dedup`, `training.seed`."
+    d, top = cfg['data'], cfg['training_data_json_path']
+    if d['sources'] and top != TOP_DEFAULTS['training_data_json_path']:
+        raise ConfigError(f"training_data_json_path ({top}) and data.sources both name training data; move it into data.sources "
+                          f"(- path: {top}, weight: 1) and leave training_data_json_path out.")
+    spec, key = (d['sources'], 'data.sources') if d['sources'] else (top, 'training_data_json_path')
+    return data_source(spec, d['dedup'], cfg['training'].get('seed', 42), key)
+
+def eval_source(cfg:dict, # a validated config (`load_config`)
+               )->DataSource|None:
+    "The eval data of a config's `data.eval_path`, found once; None when it names none."
+    d = cfg['data']
+    return None if d['eval_path'] is None else data_source(d['eval_path'], d['dedup'], key='data.eval_path')
 
 # %% ../nbs/01_records.ipynb #a2187989
-def _write_chats(paths:list[Path], out:Path)->int:
-    "Check every record of `paths` and write the valid ones to the Arrow file `out` in the same pass; raise `DataError` listing the problems."
-    tmp, sch, rows = out.with_name(f'{out.name}.{os.getpid()}.tmp'), CHATS_FEATURES.arrow_schema, []
+def _write_chats(src:DataSource, out:Path)->int:
+    "Check every record of `src` and write the kept ones to the Arrow file `out` in the same pass, each source's counts beside it; raise `DataError` listing the problems."
+    tmp, sch, rows, counts = out.with_name(f'{out.name}.{os.getpid()}.tmp'), CHATS_FEATURES.arrow_schema, [], []
     out.parent.mkdir(parents=True, exist_ok=True)
     w = _Writer(tmp, sch)
     def keep(msgs):
         rows.append(msgs)
         if len(rows) == BATCH_ROWS: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch)); rows.clear()
     try:
-        n, count, first = scan_chats(paths, keep)
+        n, count, first = scan_chats(list(src.files), keep, src.weights or None, src.dedup, src.seed, counts)
         if rows: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch))
     finally: w.close()
     if count: tmp.unlink(); raise _problems_error(count, first)
+    out.with_suffix('.json').write_text(json.dumps(counts, ensure_ascii=False), encoding='utf-8')
     os.replace(tmp, out)
     return n
 
-def _chats(paths:list[Path], fingerprint:str)->Dataset:
-    out = cache_dir()/'chats'/f'{fingerprint}.arrow'
-    if not out.exists(): _write_chats(paths, out)
+def _code_hash(mods=('formats', 'records'))->str:
+    "A hash of the code that reads and checks records: a change to it is a new checked-chat cache."
+    import importlib.util
+    return hashlib.sha256(b''.join(Path(importlib.util.find_spec(f'qlora_nb.{m}').origin).read_bytes() for m in mods)).hexdigest()[:8]
+
+def _chats(src:DataSource)->Dataset:
+    out = cache_dir()/'chats'/f'{src.fingerprint}-{_code_hash()}.arrow'
+    if not out.exists(): _write_chats(src, out)
     return Dataset.from_file(str(out))
+
+def source_counts(src:DataSource, # a `DataSource` whose chats were checked (`load_chats`)
+                 )->list[dict]:
+    "Each source's counts from the pass that checked it: source, read, invalid, duplicates (dropped), kept (after its weight)."
+    return json.loads((cache_dir()/'chats'/f'{src.fingerprint}-{_code_hash()}.json').read_text(encoding='utf-8'))
 
 def load_chats(path, # a `DataSource`, or what `data_source` takes
               )->Dataset:
-    "The checked chats of the data file(s) at `path` as a memory-mapped `datasets.Dataset` with a `messages` column."
-    src = data_source(path)
-    return _chats(list(src.files), src.fingerprint)
+    "The checked chats of the data source(s) at `path` as a memory-mapped `datasets.Dataset` with a `messages` column."
+    return _chats(data_source(path))
 
 # %% ../nbs/01_records.ipynb #a2187990
 def check_data(path, # a `DataSource`, or what `data_source` takes

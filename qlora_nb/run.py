@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from .config import CONFIG_NAME, ConfigError, load_config
-from .records import DataSource, data_source
+from .records import DataSource, eval_source, train_source
 from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tokens, stop_token_ids, system_note,
                                template_facts)
 
@@ -378,8 +378,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok) if for_training else 'no',
                gradient_checkpointing=checkpointing(cfg, mc),
                upcast_unquantized=False if fsdp else (dt == torch.float16 if upcast == 'auto' else bool(upcast)),  # FSDP: one dtype per flat tensor
-               fsdp=fsdp, train_data=data_source(cfg['training_data_json_path']) if for_training else None,
-               eval_data=data_source(cfg['data']['eval_path']) if for_training and cfg['data']['eval_path'] is not None else None,
+               fsdp=fsdp, train_data=train_source(cfg) if for_training else None, eval_data=eval_source(cfg) if for_training else None,
                tokenizer=tok, model_config=mc, generation_config=gen)
 
 # %% ../nbs/03_run.ipynb #c9913cd6

@@ -11,13 +11,13 @@ import pyarrow as pa
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from .files import cache_dir
-from .records import BATCH_ROWS, DataSource, _Writer, _chats, data_source
+from .records import BATCH_ROWS, DataSource, _Writer, _chats, data_source, eval_source, source_counts, train_source
 from .template import TemplateFacts, format_messages, template_facts, tokenize_conversation
 
 # %% auto #0
 __all__ = ['TOKENIZED_FEATURES', 'STATS', 'MIN_ROWS_PER_PROC', 'tokenize_seed', 'cpu_count', 'data_num_proc', 'tokenize_chats',
-           'tokenizer_fingerprint', 'tokenized_key', 'tokenized_chats', 'Datasets', 'build_datasets', 'marked',
-           'inspect_report']
+           'tokenizer_fingerprint', 'tokenized_key', 'sources_text', 'tokenized_chats', 'Datasets', 'build_datasets',
+           'marked', 'inspect_report']
 
 # %% ../nbs/04_tokenize.ipynb #7b256599
 def tokenize_seed(batch:dict, # a batch of records with a `messages` column
@@ -167,7 +167,7 @@ def tokenizer_fingerprint(tokenizer, # a fast or slow tokenizer
     return hashlib.sha256((body + json.dumps(meta, ensure_ascii=False, default=str)).encode()).hexdigest()[:24]
 
 # %% ../nbs/04_tokenize.ipynb #eeb5f518
-_ROW_MODULES = ('records', 'template', 'tokenize')   # every module whose code shapes a tokenized row
+_ROW_MODULES = ('formats', 'records', 'template', 'tokenize')   # every module whose code shapes a tokenized row
 
 def _code_version()->str:
     "The package version and a hash of the code of every module that shapes rows: a change to any of them is a new key."
@@ -185,6 +185,13 @@ def tokenized_key(data_fp:str, # `data_fingerprint` of the data files
                  format=data['format'], truncation=data['truncation'], code=_code_version())
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
+# %% ../nbs/04_tokenize.ipynb #5c0e1a02
+def sources_text(counts:list[dict], # each source's counts (`source_counts`)
+                )->str:
+    "One line of each source's counts: read, invalid, duplicates dropped, kept after its weight."
+    return 'Data sources: ' + '; '.join(f"{c['source']}: {c['read']:,} read, {c['invalid']:,} invalid, {c['duplicates']:,} duplicates dropped, "
+                                        f"{c['kept']:,} kept" for c in counts) + '.'
+
 # %% ../nbs/04_tokenize.ipynb #a1b2c3d5
 def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
                     tokenizer, # the run's tokenizer
@@ -198,11 +205,12 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
     key = tokenized_key(fp, tokenizer, data)
     final = cache_dir()/'tokenized'/key
     if not (final/'info.json').exists():
-        t0, chats = time.time(), _chats(paths, fp)
+        t0, chats = time.time(), _chats(src)
         procs = data_num_proc(data['num_proc'], len(chats))
         tmp = final.with_name(f'{key}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'])
+        stats['sources'] = source_counts(src)
         files = [Path(f['filename']).name for f in parts.cache_files]
         (tmp/'info.json').write_text(json.dumps(dict(files=files, stats=stats, data=[str(p) for p in paths])), encoding='utf-8')
         try: os.replace(tmp, final)
@@ -212,6 +220,7 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
         stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
         log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
     info = json.loads((final/'info.json').read_text(encoding='utf-8'))
+    if src.dedup or len(paths) > 1 or any(w != 1 for w in src.weights): log(sources_text(info['stats'].get('sources', [])))
     return _dataset([final/f for f in info['files']]), info['stats']
 
 # %% ../nbs/04_tokenize.ipynb #ec55a4c3
@@ -231,8 +240,8 @@ def build_datasets(config:dict, # a validated config (`load_config`)
                   )->Datasets:
     "The tokenized training set, eval set (or None) and counts of a config: read once, through the cache."
     d = config['data']
-    ds, stats = tokenized_chats(train or config['training_data_json_path'], tokenizer, d, log, facts)
-    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or d['eval_path'], tokenizer, d, log, facts)[0], stats)
+    ds, stats = tokenized_chats(train or train_source(config), tokenizer, d, log, facts)
+    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or eval_source(config), tokenizer, d, log, facts)[0], stats)
     if not d['eval_fraction']: return Datasets(ds, None, stats)
     import numpy as np
     perm = np.random.default_rng(config['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it
@@ -271,7 +280,9 @@ def inspect_report(cfg:dict, # a validated config
     import numpy as np
     d, (ds, ev, st) = cfg['data'], sets
     lens, trained = _token_counts(ds)
-    lines = [f"{cfg['training_data_json_path']}: {st['conversations']} conversations valid; {len(ds)} rows to train on"
+    srcs = st.get('sources') or []
+    lines = [*([sources_text(srcs)] if srcs else []),
+             f"{cfg['data']['sources'] and 'data.sources' or cfg['training_data_json_path']}: {st['conversations']} conversations valid; {len(ds)} rows to train on"
              + (f", {len(ev)} conversations to evaluate on." if ev is not None else '; no eval set.'),
              f"Tokens per row (format {d['format']}, max_length {d['max_length']}): "
              + ', '.join(f"p{q} {np.percentile(lens, q):.0f}" for q in (50, 90, 99)) + f", max {lens.max()}.",

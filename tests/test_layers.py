@@ -4,10 +4,10 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1]/'qlora_nb'
 
-# The order data flows in, lowest first. `files` and `tiny` sit below `records` and `run` because those resolve the
+# The order data flows in, lowest first. `formats` reads what a data file holds (every kind, every format) for `records`, which checks it. `files` and `tiny` sit below `records` and `run` because those resolve the
 # `builtin:` names (the bundled chats, the tiny model) through them; `bench` is a tool above every command but `cli`,
 # which reaches it only through the `bench` subcommand.
-LAYERS = ['config', 'files', 'tiny', 'records', 'template', 'run', 'tokenize', 'batching', 'model', 'loss', 'train',
+LAYERS = ['config', 'files', 'formats', 'tiny', 'records', 'template', 'run', 'tokenize', 'batching', 'model', 'loss', 'train',
           'distributed', 'infer', 'export', 'families', 'bench', 'cli']
 
 # (importer, imported): reason. An import that points upward is a fault unless it is listed here, with why.
