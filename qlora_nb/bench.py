@@ -8,12 +8,12 @@ import argparse, json, math, os, random, resource, subprocess, sys, tempfile, ti
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'REAL_SIZES', 'VOCAB',
-           'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl',
-           'work_data', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text',
-           'cmd_bench', 'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data', 'summarize_data',
-           'report_data_text', 'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab', 'bench_vocab',
-           'vocab_report_text', 'cmd_bench_vocab']
+__all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'MIXED_N', 'REAL_SIZES',
+           'VOCAB', 'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats',
+           'write_jsonl', 'work_data', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench',
+           'report_text', 'cmd_bench', 'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data',
+           'summarize_data', 'report_data_text', 'write_mixed', 'bench_mixed', 'memory_arithmetic', 'vocab_model_dir',
+           'summarize_vocab', 'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -284,7 +284,10 @@ def report_text(r:dict)->str:
 # %% ../nbs/90_benchmark.ipynb #f5c1aa5c
 def cmd_bench(a):
     if a.part == 'vocab': return cmd_bench_vocab(a)
-    if a.part == 'data':
+    if a.part == 'mixed':
+        r = bench_mixed(n=a.n or MIXED_N, num_proc=a.num_proc)
+        print(report_data_text(r))
+    elif a.part == 'data':
         r = bench_data(sizes=[int(x) for x in a.sizes.split(',')], kinds=a.kinds.split(','), num_proc=a.num_proc)
         print(report_data_text(r))
     else:
@@ -305,8 +308,9 @@ def add_bench_parser(sub):
     b.add_argument('-n', type=int, default=None, help='number of conversations')
     b.add_argument('--paths', default='seed,default,trl', help='runs to make, of: ' + ','.join(PATHS))
     b.add_argument('--targets', default='qv,all', help='LoRA settings to compare at, of: ' + ','.join(TARGETS))
-    b.add_argument('--part', choices=['train', 'data', 'vocab'], default='train',
+    b.add_argument('--part', choices=['train', 'data', 'mixed', 'vocab'], default='train',
                    help='train: an epoch of (a), (b), (c); data: data preparation at scale, qlora_nb against TRL; '
+                        'mixed: -n conversations (200k) as ShareGPT + Alpaca + messages with tool calls, mixed and deduplicated; '
                         'vocab: the loss at a 152k vocabulary (plain, chunked, TRL)')
     b.add_argument('--sizes', default=','.join(map(str, DATA_SIZES)), help='--part data: numbers of conversations')
     b.add_argument('--kinds', default=','.join(DATA_KINDS), help='--part data: runs to make, of: ' + ','.join(DATA_KINDS))
@@ -365,7 +369,8 @@ def prep_one(spec:dict)->dict:
     import datasets; datasets.disable_progress_bars()
     from qlora_nb.config import load_config
     from qlora_nb.run import resolve_run
-    cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
+    data = [f"data.sources={json.dumps(spec['sources'])}"] if 'sources' in spec else [f"training_data_json_path={spec['data']}"]
+    cfg = load_config(None, [f"model_name={spec['model_dir']}", *data,
                              f"data.num_proc={spec.get('num_proc', 'auto')}"])
     run, said = resolve_run(cfg, for_training=False), []   # the model's facts, outside the timing; the data's are timed
     tok = run.tokenizer
@@ -374,8 +379,9 @@ def prep_one(spec:dict)->dict:
         if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
         else:
             from qlora_nb.tokenize import build_datasets
-            from qlora_nb.records import data_source
-            n = len(build_datasets(cfg, tok, data_source(cfg['training_data_json_path']), facts=run.template, log=said.append).train)
+            from qlora_nb.records import data_source, train_source
+            src = train_source(cfg) if 'sources' in spec else data_source(cfg['training_data_json_path'])   # mixed: as `train` reads data.sources
+            n = len(build_datasets(cfg, tok, src, facts=run.template, log=said.append).train)
         s = time.perf_counter() - t0
     return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
@@ -463,6 +469,86 @@ def report_data_text(r:dict)->str:
         rows.append(f"{x['conversations']:>13,} {DATA_KINDS[x['kind']]:24} {x['seconds']:8.1f} {x['conv_s']:9,.0f} {x['peak_pss_mb']:12.0f} {x['peak_rss_mb']:8.0f}")
     rows += [f"{k}: {v:.2f}" for k, v in r['summary'].items()]
     return '\n'.join(rows)
+
+# %% ../nbs/90_benchmark.ipynb #a7c1f002
+MIXED_N = 200_000
+_TOOL = {'type': 'function', 'function': {'name': 'lookup', 'description': 'look a phrase up',
+                                          'parameters': {'type': 'object', 'properties': {'query': {'type': 'string'}}, 'required': ['query']}}}
+
+def _with_tool(msgs:list, rng)->list:
+    "A chat whose first reply is preceded by a `lookup` call on the question and its result: canonical messages."
+    q = msgs[[m['role'] for m in msgs].index('user')]
+    at = msgs.index(q) + 1
+    call = {'type': 'function', 'function': {'name': 'lookup', 'arguments': {'query': q['content'][:40]}}}
+    return msgs[:at] + [{'role': 'assistant', 'content': None, 'tool_calls': [call]},
+                        {'role': 'tool', 'content': json.dumps({'result': q['content'][-40:]}, ensure_ascii=False), 'name': 'lookup'}] + msgs[at:]
+
+def _as_sharegpt(msgs:list)->dict:
+    "A canonical chat written as ShareGPT: function_call / observation turns for tool calls, `tools` as a JSON string."
+    who = {'user': 'human', 'assistant': 'gpt', 'system': 'system', 'tool': 'observation'}
+    conv = [{'from': 'function_call', 'value': json.dumps(m['tool_calls'][0]['function'], ensure_ascii=False)} if m.get('tool_calls')
+            else {'from': who[m['role']], 'value': m['content']} for m in msgs]
+    return {'conversations': conv, **({'tools': json.dumps([_TOOL['function']])} if any(m.get('tool_calls') for m in msgs) else {})}
+
+def _as_alpaca(msgs:list)->dict:
+    "A chat without tool calls written as Alpaca: the last exchange as instruction/output, the earlier ones as history."
+    sys_ = [m['content'] for m in msgs if m['role'] == 'system']
+    turns = [m['content'] for m in msgs if m['role'] in ('user', 'assistant')]
+    pairs = list(zip(turns[::2], turns[1::2]))
+    return {'instruction': pairs[-1][0], 'input': '', 'output': pairs[-1][1], 'system': sys_[0] if sys_ else '', 'history': [list(p) for p in pairs[:-1]]}
+
+# %% ../nbs/90_benchmark.ipynb #a7c1f003
+def write_mixed(n:int, # conversations in all, a third per source
+                tokenizer, # sizes the generated chats (`make_chats`)
+                out:Path, # the folder to write the three sources into
+                tool_share:float=0.2, # the share of ShareGPT and messages chats that call a tool
+                seed:int=0,
+               )->list[dict]:
+    "`n` generated conversations written as ShareGPT (.jsonl.gz), Alpaca (.parquet) and messages (.jsonl): the `data.sources` entries."
+    import gzip, pyarrow as pa, pyarrow.parquet as pq
+    rng, out = random.Random(seed), Path(out)
+    sg, al, ms = out/'sharegpt.jsonl.gz', out/'alpaca.parquet', out/'messages.jsonl'
+    with gzip.open(sg, 'wt', encoding='utf-8') as g, open(ms, 'w', encoding='utf-8') as m:
+        schema = pa.schema([(k, pa.string()) for k in ('instruction', 'input', 'output', 'system')] + [('history', pa.list_(pa.list_(pa.string())))])
+        w, batch = pq.ParquetWriter(al, schema), []
+        for i, rec in enumerate(_chat_iter(n, tokenizer, seed)):
+            msgs = rec['messages']
+            if i % 3 == 1:
+                batch.append(_as_alpaca(msgs))
+                if len(batch) == 5_000: w.write_table(pa.Table.from_pylist(batch, schema=schema)); batch = []
+                continue
+            if rng.random() < tool_share: msgs = _with_tool(msgs, rng)
+            if i % 3 == 0: g.write(json.dumps(_as_sharegpt(msgs), ensure_ascii=False) + '\n')
+            else: m.write(json.dumps({'messages': msgs, **({'tools': [_TOOL]} if any(x.get('tool_calls') for x in msgs) else {})}, ensure_ascii=False) + '\n')
+        if batch: w.write_table(pa.Table.from_pylist(batch, schema=schema))
+        w.close()
+    return [dict(path=str(sg), weight=1), dict(path=str(al), weight=0.5), dict(path=str(ms), weight=1)]
+
+# %% ../nbs/90_benchmark.ipynb #a7c1f005
+def bench_mixed(n:int=MIXED_N, # conversations in all
+                kinds=('ours', 'cached'), # qlora_nb cold, then its cached rerun
+                num_proc='auto', # `data.num_proc`
+                tool_share:float=0.2, # the share of ShareGPT and messages chats that call a tool
+                log=print)->dict:
+    "The mixed run: `n` conversations as ShareGPT + Alpaca + messages with tool calls, prepared through `data.sources` cold and cached; figures as `bench_data`'s."
+    import shutil
+    from transformers import AutoTokenizer
+    mdir = bench_model_dir('test')
+    work, runs = Path(tempfile.mkdtemp(prefix=f'qlora-nb-mixed-{n}-')), []
+    try:
+        t0 = time.time()
+        srcs = write_mixed(n, AutoTokenizer.from_pretrained(mdir), work, tool_share)
+        mb = sum(Path(s['path']).stat().st_size for s in srcs) / 2**20
+        log(f"{n:,} conversations as ShareGPT + Alpaca + messages: {mb:.0f} MiB written in {time.time()-t0:.0f} s")
+        for k in kinds:
+            spec = dict(kind='ours', n=n, sources=srcs, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
+            (work/k).mkdir()
+            r = {**run_prep(spec), 'kind': k, 'load_avg': os.getloadavg()[0]}
+            runs.append(r)
+            log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB   rows {r['rows']:,}")
+            for line in r['said']: log(f"    {line}")
+    finally: shutil.rmtree(work, ignore_errors=True)
+    return dict(runs=runs, summary=summarize_data(runs))
 
 # %% ../nbs/90_benchmark.ipynb #b066f209
 REAL_SIZES = {
