@@ -313,7 +313,7 @@ def canonical_records(p, # a data source, as `read_records` takes it
         rec, probs = to_canonical(rec, fmt)
         yield where, rec, [f"{where}: {x}." for x in probs]
 
-# %% ../nbs/01a_formats.ipynb #8710da7c
+# %% ../nbs/01a_formats.ipynb #5785961c
 def _file_hash(p:Path)->str:
     h = hashlib.sha256()
     with open(p, 'rb') as f:

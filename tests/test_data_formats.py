@@ -192,3 +192,17 @@ def test_memory_flat_on_a_large_source(tmp_path, kind):
     "100k records of a gzipped JSONL or Parquet file are read a record (or a batch) at a time: peak memory grows by no more than a few MB over 5k records."
     grew = int(run(tmp_path, kind, code=MEMORY, rc=0).stdout.split()[-1])
     assert grew < 16 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB reading 100k records"   # held as Python objects they would take > 300 MiB
+
+def test_training_log_says_each_sources_counts(tmp_path):
+    "`build_datasets` (what `train` calls, with `print` as its log) says what each source gave, on a cold and on a cached read."
+    from transformers import AutoTokenizer
+    from qlora_nb.tiny import tiny_model_dir
+    from qlora_nb.tokenize import build_datasets
+    a, b = write(AS['alpaca'], tmp_path/'a.parquet'), write(AS['sharegpt'], tmp_path/'b.jsonl')
+    cfg = load_config(overrides=[f'data.sources=[{{path: {a}, weight: 2}}, {{path: {b}}}]'])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir())
+    for _ in range(2):
+        said = []
+        sets = build_datasets(cfg, tok, log=said.append)
+        assert len(sets.train) == 6 and [x['duplicates'] for x in sets.stats['sources']] == [0, 3]
+        assert said[-1] == f"Data sources: {a}: 3 read, 0 invalid, 0 duplicates dropped, 6 kept; {b}: 3 read, 0 invalid, 3 duplicates dropped, 0 kept."
