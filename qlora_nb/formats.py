@@ -251,7 +251,7 @@ def from_sharegpt(rec:dict, # a record with `conversations`
         at = f"conversations[{j}]"
         if not isinstance(t, dict) or 'from' not in t or 'value' not in t:
             probs.append(f"{at} must be an object with 'from' and 'value'"); continue
-        role, v = SHAREGPT_ROLES.get(t['from']), t['value']
+        role, v = SHAREGPT_ROLES.get(t['from']) if isinstance(t['from'], str) else None, t['value']
         if role is None: probs.append(f"{at}.from is {t['from']!r}; use one of {', '.join(SHAREGPT_ROLES)}"); continue
         if t['from'] == 'function_call':
             calls = _json_value(v, f"{at}.value", probs)
@@ -259,7 +259,7 @@ def from_sharegpt(rec:dict, # a record with `conversations`
                      for i, c in enumerate(calls if isinstance(calls, list) else [calls])] if calls is not None else []
             if None in calls: continue
             last = msgs[-1] if msgs else None
-            if last and last['role'] == 'assistant' and (conv[j-1].get('from') == 'function_call' or 'tool_calls' not in last):
+            if last and last['role'] == 'assistant' and ('tool_calls' not in last or conv[j-1].get('from') == 'function_call'):
                 last.setdefault('tool_calls', []).extend(calls)  # a reply, then its call(s): one assistant turn
             else: msgs.append({'role': 'assistant', 'content': None, 'tool_calls': calls})
             pending = [c['function']['name'] for c in calls]

@@ -206,3 +206,20 @@ def test_training_log_says_each_sources_counts(tmp_path):
         sets = build_datasets(cfg, tok, log=said.append)
         assert len(sets.train) == 6 and [x['duplicates'] for x in sets.stats['sources']] == [0, 3]
         assert said[-1] == f"Data sources: {a}: 3 read, 0 invalid, 0 duplicates dropped, 6 kept; {b}: 3 read, 0 invalid, 3 duplicates dropped, 0 kept."
+
+from hypothesis import given, settings, strategies as st
+_text = st.text(alphabet=st.characters(blacklist_categories=('Cs',)), max_size=12)
+_json = st.recursive(st.none() | st.booleans() | st.integers() | _text,
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(_text, c, max_size=3), max_leaves=6)
+_turn = st.one_of(_json, st.fixed_dictionaries({'from': st.one_of(st.sampled_from(['human', 'gpt', 'system', 'function_call', 'observation', 'tool', 'bot']), _json),
+                                                'value': st.one_of(_text, _json, st.just('{"name": "f", "arguments": {"a": 1}}'))}))
+_record = st.one_of(st.fixed_dictionaries({'conversations': st.one_of(st.lists(_turn, max_size=5), _json)}, optional={'tools': _json, 'system': _json}),
+                    st.fixed_dictionaries({'instruction': _json}, optional={'input': _json, 'output': _json, 'system': _json, 'history': _json}))
+
+@given(_record)
+@settings(max_examples=300, deadline=None)
+def test_conversion_never_raises(rec):
+    "Whatever a ShareGPT or Alpaca record holds, converting it gives a record or problems in words, never an exception."
+    out, probs = to_canonical(rec, record_format(rec))
+    assert isinstance(probs, list) and all(isinstance(p, str) and p for p in probs)
+    if not probs: assert isinstance(out.get('messages'), list)
