@@ -285,7 +285,7 @@ def report_text(r:dict)->str:
 def cmd_bench(a):
     if a.part == 'vocab': return cmd_bench_vocab(a)
     if a.part == 'mixed':
-        r = bench_mixed(n=a.n or MIXED_N, num_proc=a.num_proc)
+        r = bench_mixed(n=a.n or MIXED_N, num_proc=a.num_proc, tool_share=a.tool_share)
         print(report_data_text(r))
     elif a.part == 'data':
         r = bench_data(sizes=[int(x) for x in a.sizes.split(',')], kinds=a.kinds.split(','), num_proc=a.num_proc)
@@ -315,6 +315,7 @@ def add_bench_parser(sub):
     b.add_argument('--sizes', default=','.join(map(str, DATA_SIZES)), help='--part data: numbers of conversations')
     b.add_argument('--kinds', default=','.join(DATA_KINDS), help='--part data: runs to make, of: ' + ','.join(DATA_KINDS))
     b.add_argument('--num-proc', default='auto', help="--part data: qlora_nb's data.num_proc")
+    b.add_argument('--tool-share', type=float, default=0.2, help='--part mixed: the share of ShareGPT and messages chats that call a tool')
     b.add_argument('--vocab', type=int, default=152_064, help='vocabulary of the model of --part vocab')
     b.add_argument('--budgets', default='1024,4096', help='tokens a batch to run --part vocab at')
     b.set_defaults(fn=cmd_bench)
