@@ -14,6 +14,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 from .config import ConfigError, own_defaults, save_config, load_config
 from .files import atomic_folder
 from .batching import TokenBudgetBatchSampler, collator
+from .template import fold_system
 from .tokenize import build_datasets
 from .run import token_budget, RUN_NAME, Run, quiet_replica, resolve_run
 from .loss import apply_loss_config
