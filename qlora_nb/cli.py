@@ -102,11 +102,12 @@ def cmd_export(a):
 
 # %% ../nbs/08_cli.ipynb #e7a2c002
 def cmd_eval(a):
-    from qlora_nb.eval import evaluate, figures_table, write_report
+    from qlora_nb.eval import evaluate, figures_table, update_card, write_report
     if a.output is None and not Path(a.adapter).is_dir(): raise ConfigError(f"--adapter {a.adapter}: no such folder; give a run's save_path.")
     r = evaluate(a.adapter, a.data, max_new_tokens=a.max_new_tokens, limit=a.limit, judge=a.judge,
                  log=lambda line: print(line, file=sys.stderr, flush=True))
     paths = write_report(r, a.output or a.adapter)
+    update_card(a.adapter, r)   # the model card's evaluation section
     rel = lambda p: os.path.relpath(p) if not os.path.relpath(p).startswith('..') else str(p)
     print(figures_table(r) + f"\n\n{r['items']} items in {r['seconds']:.0f} s. Report: {rel(paths['html'])} (also eval.md, eval.json)")
 

@@ -21,7 +21,7 @@ from .infer import load_for_inference
 __all__ = ['JUDGE_RUBRIC', 'FIGURES', 'is_tasks_file', 'read_tasks', 'chat_items', 'eval_items', 'reply_loss', 'repetition',
            'cut_at_stop', 'answer_all', 'answer_stats', 'judge_messages', 'parse_score', 'judge_answers',
            'default_eval_data', 'evaluate', 'figures_table', 'report_markdown', 'bar_svg', 'report_html',
-           'write_text_atomic', 'write_report']
+           'write_text_atomic', 'write_report', 'update_card', 'peak_usage', 'eval_targets']
 
 # %% ../nbs/07c_eval.ipynb #fb22bb41
 def is_tasks_file(path, # a .json / .jsonl data file
@@ -327,3 +327,46 @@ def write_report(report:dict, # `evaluate`'s report
     return {'json': write_text_atomic(d/'eval.json', json.dumps(report, ensure_ascii=False, indent=1) + '\n'),
             'md': write_text_atomic(d/'eval.md', report_markdown(report)),
             'html': write_text_atomic(d/'eval.html', report_html(report))}
+
+# %% ../nbs/07c_eval.ipynb #eada7704
+def update_card(adapter_dir, # the adapter folder, with the `README.md` `save_adapter` wrote
+                report:dict, # `evaluate`'s report
+               )->Path|None:
+    "Put the report's figures into the model card's evaluation section (atomically); None when the folder has no card."
+    from qlora_nb.train import CARD_EVAL
+    p = Path(adapter_dir)/'README.md'
+    if not p.is_file(): return None
+    text = p.read_text(encoding='utf-8')
+    if CARD_EVAL[0] not in text or CARD_EVAL[1] not in text: return None
+    a, rest = text.split(CARD_EVAL[0], 1)
+    b = rest.split(CARD_EVAL[1], 1)[1]
+    r = report
+    sec = (f"{r['items']} items of `{r['data']}`" + ('' if r['held_out'] else ' (the training data: not held out)')
+           + f", greedy answers of at most {r['max_new_tokens']} tokens (`qlora-nb eval`):\n\n{figures_table(r)}\n")
+    return write_text_atomic(p, a + CARD_EVAL[0] + '\n' + sec + CARD_EVAL[1] + b)
+
+# %% ../nbs/07c_eval.ipynb #a0c21b81
+def peak_usage(args:list[str], # `qlora-nb` arguments
+              )->dict:
+    "Run `qlora-nb ARGS` in a fresh process: its `seconds`, peak `rss_mb` and peak `cuda_mb` (0 without CUDA)."
+    import subprocess, sys
+    code = ("import json, resource, sys, time, torch; from qlora_nb.cli import main; t = time.time(); main(sys.argv[1:]); "
+            "print('PEAK', json.dumps(dict(seconds=time.time() - t, rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0)))")
+    p = subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, encoding='utf-8')
+    if p.returncode: raise RuntimeError(f"qlora-nb {' '.join(map(str, args))} failed:\n{p.stderr[-2000:]}")
+    return json.loads([l for l in p.stdout.splitlines() if l.startswith('PEAK ')][-1][5:])
+
+# %% ../nbs/07c_eval.ipynb #5799b35c
+def eval_targets(adapter_dir, # an adapter folder
+                 data=None, # the eval data, as `evaluate` takes it
+                 n:int=100, # prompts evaluated
+                 max_new_tokens:int=128, # as `evaluate`'s
+                )->dict:
+    "`eval` of `n` prompts (seconds; under 60 wanted) and its peak memory against `generate`'s (ratio ≤ 1.1 wanted)."
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        e = peak_usage(['eval', '--adapter', adapter_dir, '--output', d, '--limit', n, '--max-new-tokens', max_new_tokens, *(['--data', data] if data else [])])
+    g = peak_usage(['generate', '--adapter', adapter_dir, '--prompt', 'こんにちは', '--max-new-tokens', max_new_tokens])
+    k = 'cuda_mb' if g['cuda_mb'] else 'rss_mb'
+    return dict(prompts=n, eval_seconds=round(e['seconds'], 1), memory=k, eval_peak_mb=round(e[k]), generate_peak_mb=round(g[k]), ratio=round(e[k] / g[k], 2))

@@ -21,11 +21,12 @@ from .loss import apply_loss_config
 from .model import load_model
 
 # %% auto #0
-__all__ = ['COMPLETE', 'LOCK_NAME', 'SAMPLES', 'fp32_trainable', 'has_eval_split', 'best_fits', 'training_args', 'checkpoints',
-           'last_checkpoint', 'mark_complete', 'CheckpointKeeper', 'best_checkpoint', 'RunLock', 'Interrupted',
-           'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'TextStream', 'first_prompts',
-           'read_prompts', 'SampleAnswers', 'sample_prompts', 'loss_curves', 'plot_losses', 'save_loss_plot',
-           'LossPlot', 'save_adapter', 'losses', 'trim_samples', 'train']
+__all__ = ['COMPLETE', 'LOCK_NAME', 'SAMPLES', 'CARD_EVAL', 'fp32_trainable', 'has_eval_split', 'best_fits', 'training_args',
+           'checkpoints', 'last_checkpoint', 'mark_complete', 'CheckpointKeeper', 'best_checkpoint', 'RunLock',
+           'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'TextStream',
+           'first_prompts', 'read_prompts', 'SampleAnswers', 'sample_prompts', 'loss_curves', 'plot_losses',
+           'save_loss_plot', 'LossPlot', 'detect_languages', 'model_card', 'save_adapter', 'losses', 'trim_samples',
+           'train']
 
 # %% ../nbs/06_train.ipynb #286d2b91
 def fp32_trainable(model, # a peft model
@@ -406,19 +407,88 @@ class LossPlot(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.is_world_process_zero: save_loss_plot(state.log_history, Path(args.output_dir)/'loss.png')
 
+# %% ../nbs/06_train.ipynb #e7a3c002
+def detect_languages(texts, # strings: the data's messages
+                    )->list[str]:
+    "ISO codes of the languages that make up at least a tenth of the letters in `texts`: 'ja' (kana, kanji) and 'en' (Latin), most first."
+    ja = en = 0
+    for t in texts:
+        for ch in t:
+            if '\u3040' <= ch <= '\u30ff' or '\u4e00' <= ch <= '\u9fff' or '\uff66' <= ch <= '\uff9d': ja += 1
+            elif ch.isascii() and ch.isalpha(): en += 1
+    n = ja + en
+    return [k for k, v in sorted((('ja', ja), ('en', en)), key=lambda kv: -kv[1]) if n and v >= n / 10]
+
+# %% ../nbs/06_train.ipynb #e7a3c004
+CARD_EVAL = ('<!-- qlora_nb eval -->', '<!-- /qlora_nb eval -->')
+
+def _public(name)->str:
+    "A model or data name as a card may show it: a hub id or `builtin:` name as is, a local path by its last part."
+    s = str(name)
+    return s if s.startswith('builtin:') or (not Path(s).is_absolute() and s.count('/') <= 1 and not Path(s).exists()) else Path(s).name
+
+def _data_texts(run:Run, n:int=200)->list[str]:
+    if run.train_data is None: return []
+    from qlora_nb.records import load_chats
+    ds = load_chats(run.train_data)
+    return [m['content'] or '' for msgs in ds.select(range(min(n, len(ds))))['messages'] for m in msgs]
+
+def model_card(run:Run, # the resolved run that trained the adapter
+               name:str, # the adapter's folder name: the card's title
+               log_history:list|None=None, # the Trainer's `state.log_history`
+               stats:dict|None=None, # the training data's counts
+               plot:bool=False, # whether `loss.png` is beside the card
+              )->str:
+    "The adapter's `README.md`: a Hugging Face model card, YAML header and Markdown, with nothing of this machine in it."
+    import yaml
+    cfg, lo, tr = run.config, run.config['lora'], run.config['training']
+    base = _public(cfg['model_name'])
+    head = dict(base_model=base, library_name='peft', pipeline_tag='text-generation',
+                tags=['qlora', 'lora', 'peft', 'qlora_nb', 'text-generation'], language=detect_languages(_data_texts(run)) or None)
+    files = [Path(f).name for f in run.train_data.files] if run.train_data else []
+    c = loss_curves(log_history or [])
+    best = min(c['eval'], key=lambda x: x[1]) if c['eval'] else None
+    facts = [('base model', f'`{base}` ({run.architecture}, {run.layers} layers), 4-bit NF4'),
+             ('LoRA', f"r={lo.get('r')}, alpha={lo.get('lora_alpha')}, dropout={lo.get('lora_dropout')}, targets {run.lora_targets}"),
+             ('training', f"learning rate {tr.get('learning_rate')}, {tr.get('num_train_epochs')} epochs"
+                          + (f", {c['train'][-1][0]} optimizer steps" if c['train'] else '') + f", precision {run.mixed_precision}"),
+             ('data', f"{', '.join(files) or cfg['training_data_json_path']}: " + (', '.join(f'{k.replace("_", " ")} {v}' for k, v in (stats or {}).items()) or '—')),
+             ('format', f"{cfg['data']['format']}, max_length {cfg['data']['max_length']}, loss on the assistant's replies"),
+             ('loss', (f"train {c['train'][0][1]:.3f} → {c['train'][-1][1]:.3f}" if c['train'] else 'not logged')
+                      + (f"; eval {c['eval'][-1][1]:.3f} at step {c['eval'][-1][0]}, best {best[1]:.3f} at step {best[0]}" if best else ''))]
+    body = [f'# {name}', '', f'A LoRA adapter for `{base}`, fine-tuned with QLoRA (4-bit base, LoRA adapters) by qlora_nb.', '',
+            '## Training', '', '| | |', '|---|---|', *[f'| {k} | {v} |' for k, v in facts], '']
+    if plot: body += ['![train and eval loss](loss.png)', '']
+    body += ['## Evaluation', '', CARD_EVAL[0], 'Not evaluated yet: `qlora-nb eval --adapter <this folder>` writes its figures here.', CARD_EVAL[1], '',
+             '## Use', '', 'With plain transformers and peft (no qlora_nb needed):', '', '```python',
+             'from transformers import AutoModelForCausalLM, AutoTokenizer', 'from peft import PeftModel', '',
+             f'base = AutoModelForCausalLM.from_pretrained("{base}")', f'model = PeftModel.from_pretrained(base, "{name}")',
+             f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+             'messages = [{"role": "user", "content": "こんにちは"}]',
+             'enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+             'out = model.generate(**enc, max_new_tokens=128)',
+             'print(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))', '```', '',
+             'As a GGUF for llama.cpp or Ollama:', '', '```sh', f'qlora-nb export --adapter {name} --output {name}.gguf',
+             f'llama-cli -m {name}.gguf -cnv', '```', '']
+    return '---\n' + yaml.safe_dump({k: v for k, v in head.items() if v is not None}, allow_unicode=True, sort_keys=False) + '---\n\n' + '\n'.join(body)
+
 # %% ../nbs/06_train.ipynb #ff2d2303
 def save_adapter(model, # the trained peft model
                  run:Run, # the resolved run that trained it: its tokenizer, config and facts are saved with it
                  save_path=None, # where to save; None: the config's `save_path`
                  state_dict=None, # the adapter's weights when the model cannot give them itself (FSDP: gathered by the Trainer)
+                 log_history:list|None=None, # the Trainer's `state.log_history`: losses for the model card and its plot
+                 stats:dict|None=None, # the training data's counts (`build_datasets`'s `stats`), for the model card
                 )->Path:
-    "Save adapter, tokenizer, config and resolved run (`qlora_nb_run.json`) into `save_path` as one folder, atomically; return the path."
+    "Save adapter, tokenizer, config, resolved run (`qlora_nb_run.json`) and model card (`README.md`) into `save_path` as one folder, atomically; return the path."
     out = Path(save_path or run.config['save_path']).absolute()
     with atomic_folder(out, replace=True) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)   # LoRA weights only: plain peft loads them on the base
         run.tokenizer.save_pretrained(tmp)
         save_config(run.config, tmp)
         (tmp/RUN_NAME).write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
+        if log_history and loss_curves(log_history)['train']: save_loss_plot(log_history, tmp/'loss.png')
+        (tmp/'README.md').write_text(model_card(run, out.name, log_history, stats, plot=(tmp/'loss.png').is_file()), encoding='utf-8')
     return out
 
 # %% ../nbs/06_train.ipynb #95e73b62
@@ -505,7 +575,7 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
             raise Interrupted(f"Interrupted at step {trainer.state.global_step}; checkpoint saved in {last_checkpoint(rp)}. "
                               "Run the same command again to resume.")
         sd = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None  # FSDP: all ranks gather
-        out = save_adapter(model, run, state_dict=sd) if trainer.is_world_process_zero() else None
+        out = save_adapter(model, run, state_dict=sd, log_history=trainer.state.log_history, stats=sets.stats) if trainer.is_world_process_zero() else None
     ls = losses(trainer)
     return dict(loss_first=ls[0] if ls else math.nan, loss_last=ls[-1] if ls else math.nan, steps=trainer.state.global_step,
                 resumed_from=str(ck) if ck else None, seconds=time.time()-t0, result_path=str(rp.absolute()),

@@ -74,3 +74,24 @@ def test_refusals(tmp_path, adapter):
     bad = tmp_path/'bad.jsonl'; bad.write_text('{"input": "x", "output": 3}\n', encoding='utf-8')
     refused(run('eval', '--adapter', adapter, '--data', bad, '--output', tmp_path/'o', rc=2), 'bad.jsonl', "'output'",
             unwritten=[tmp_path/'o'])
+
+def test_model_card(adapter, chats, tmp_path):
+    "The card `save_adapter` wrote parses back as YAML + Markdown, holds nothing of this machine, and `eval` fills its evaluation section."
+    import getpass, socket, yaml
+    text = (adapter/'README.md').read_text(encoding='utf-8')
+    assert text.startswith('---\n')
+    _, header, body = text.split('---\n', 2)
+    h = yaml.safe_load(header)
+    assert h['base_model'] == 'builtin:tiny' and h['library_name'] == 'peft' and h['pipeline_tag'] == 'text-generation'
+    assert set(h['language']) == {'ja', 'en'} and 'qlora' in h['tags']
+    for leak in (str(adapter.parent), str(Path.home()), '/tmp/', socket.gethostname()):
+        assert leak not in text, leak
+    from markdown_it import MarkdownIt
+    toks = MarkdownIt().enable('table').parse(body)
+    heads = [toks[i+1].content for i, t in enumerate(toks) if t.type == 'heading_open']
+    assert heads[:1] == ['adapter'] and {'Training', 'Evaluation', 'Use'} <= set(heads), heads
+    assert any(t.type == 'table_open' for t in toks) and 'PeftModel.from_pretrained(base, "adapter")' in body
+    assert (adapter/'loss.png').read_bytes()[:4] == b'\x89PNG' and '](loss.png)' in body
+    run('eval', '--adapter', adapter, '--data', chats, '--output', tmp_path/'r', '--max-new-tokens', 4, rc=0)
+    card = (adapter/'README.md').read_text(encoding='utf-8')
+    assert '| stop rate |' in card and 'Not evaluated yet' not in card and yaml.safe_load(card.split('---\n')[1]) == h

@@ -71,3 +71,20 @@ def test_cumulative_decoding_on_byte_fallback():
     for i in ids: ts.push([i])
     assert ''.join(printed) == text and ts.text == text
     assert all('\ufffd' not in p for p in printed)
+
+def test_report_to_tensorboard(tmp_path):
+    "`training.report_to` goes to `TrainingArguments` as is: with TensorBoard, a real event file holds the train and eval loss."
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from conftest import train_adapter
+    d = tmp_path/'tb'
+    train_adapter(d, ['training.report_to=tensorboard', 'training.max_steps=4', 'training.logging_steps=1', 'training.eval_steps=2',
+                      'training.save_steps=2', 'data.eval_fraction=0.1', 'data.max_length=64', 'eval.samples=0', 'training.disable_tqdm=true'])
+    files = list((d/'run').rglob('events.out.tfevents.*'))
+    assert files, sorted(str(p.relative_to(d)) for p in (d/'run').rglob('*'))
+    ea = EventAccumulator(str(files[0].parent)).Reload()
+    train = [e.value for e in ea.Scalars('train/loss')]
+    evals = [(e.step, e.value) for e in ea.Scalars('eval/loss')]
+    state = json.loads((d/'run'/'checkpoint-4'/'trainer_state.json').read_text())
+    assert train == pytest.approx([h['loss'] for h in state['log_history'] if 'loss' in h], rel=1e-5)
+    assert evals == [(h['step'], pytest.approx(h['eval_loss'], rel=1e-5)) for h in state['log_history'] if 'eval_loss' in h] and len(evals) == 2
