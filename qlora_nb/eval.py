@@ -350,8 +350,10 @@ def peak_usage(args:list[str], # `qlora-nb` arguments
               )->dict:
     "Run `qlora-nb ARGS` in a fresh process: its `seconds`, peak `rss_mb` and peak `cuda_mb` (0 without CUDA)."
     import subprocess, sys
+    # VmHWM is this process's own peak; ru_maxrss would carry the peak of the process that started it (fork keeps it across exec)
     code = ("import json, resource, sys, time, torch; from qlora_nb.cli import main; t = time.time(); main(sys.argv[1:]); "
-            "print('PEAK', json.dumps(dict(seconds=time.time() - t, rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
+            "print('PEAK', json.dumps(dict(seconds=time.time() - t, rss_mb=int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
             "cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0)))")
     p = subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, encoding='utf-8')
     if p.returncode: raise RuntimeError(f"qlora-nb {' '.join(map(str, args))} failed:\n{p.stderr[-2000:]}")
