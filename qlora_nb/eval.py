@@ -15,6 +15,7 @@ from .config import ConfigError
 from .records import DataError, load_chats, read_records
 from .template import fold_system, tokenize_conversation
 from .run import Run, adapter_run, model_path
+from .loss import enable_chunked_loss
 from .infer import load_for_inference
 
 # %% auto #0
@@ -83,9 +84,8 @@ def reply_loss(model, # a causal LM (with or without its adapter active)
     for msgs in chats:
         r = tokenize_conversation(msgs, tokenizer, max_length)
         ids, lab = torch.tensor([r['input_ids']], device=model.device), torch.tensor(r['labels'], device=model.device)
-        logits = model(input_ids=ids).logits[0, :-1].float()
-        ce = F.cross_entropy(logits, lab[1:], ignore_index=-100, reduction='sum').item()
         k = int((lab[1:] != -100).sum())
+        ce = model(input_ids=ids, labels=lab[None]).loss.item() * k if k else 0.0   # the mean over the k reply tokens, as training takes it
         per.append(ce / k if k else math.nan); total += ce; n += k
     loss = total / n if n else math.nan
     return dict(loss=loss, perplexity=math.exp(loss) if n else math.nan, tokens=n, per_chat=per)
@@ -222,6 +222,7 @@ def evaluate(adapter_dir, # an adapter folder (a run's save_path)
     if data is None: data, held_out = default_eval_data(run)
     items = eval_items(data, limit)
     model, tok = load_for_inference(adapter_dir, run)
+    enable_chunked_loss(model, 'auto', run.config['training']['loss_chunk_mb'])   # the reply loss without the full logits
     metrics, answers = {}, {}
     for side in ('base', 'adapter'):
         log(f"{side}: loss on {len(items)} replies, then {len(items)} greedy answers")
