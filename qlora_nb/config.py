@@ -13,7 +13,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'CONFIG_NAME',
-           'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'key_spec',
+           'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'EvalKeys', 'key_spec',
            'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'own_defaults',
            'load_config', 'dump_config', 'save_config', 'config_reference']
 
@@ -98,8 +98,16 @@ class TrainingKeys:
     mixed_precision: Literal['auto', 'bf16', 'fp16', 'no'] = option('auto', "becomes TrainingArguments' bf16/fp16 flags; auto: match the compute dtype")
     chunked_loss: bool | Literal['auto'] = option('auto', "the loss from the hidden states chunk by chunk, never the full logits (`05b_loss`); auto: where it is exact for the model")
     loss_chunk_mb: float = option(64, "MiB of float32 logits one chunk of the chunked loss may hold", gt=0)
+    early_stopping_patience: int | None = option(None, "stop after this many evaluations without a better eval loss (needs an eval split); null: never", gt=0)
 
-OWN_KEYS = dict(quantization=QuantizationKeys, tokenizer=TokenizerKeys, data=DataKeys, training=TrainingKeys)
+@dataclass
+class EvalKeys:
+    "`eval:` is ours: the sample answers written at each evaluation during training (`06_train`)."
+    prompts: str | None = option(None, "a file of prompts answered at each evaluation: .txt (one a line) or .jsonl ({prompt} or {messages}); null: the eval split's first chats")
+    samples: int = option(3, "how many prompts are answered at each evaluation; 0: none", ge=0)
+    max_new_tokens: int = option(64, "the most tokens a sample answer may have", gt=0)
+
+OWN_KEYS = dict(quantization=QuantizationKeys, tokenizer=TokenizerKeys, data=DataKeys, training=TrainingKeys, eval=EvalKeys)
 
 # %% ../nbs/00_config.ipynb #6281370d
 HF_RULES = {
@@ -130,7 +138,7 @@ def key_spec(key:str, # 'data.max_length', or a top-level key such as 'preset'
 
 # %% ../nbs/00_config.ipynb #04d73bee
 TOP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TopKeys)}
-SECTIONS = ('quantization', 'lora', 'tokenizer', 'data', 'training')
+SECTIONS = ('quantization', 'lora', 'tokenizer', 'data', 'training', 'eval')
 
 # %% ../nbs/00_config.ipynb #b16b86b8
 def _hf_fields(section):

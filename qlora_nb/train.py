@@ -9,20 +9,23 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .config import ConfigError, own_defaults, save_config, load_config
 from .files import atomic_folder
 from .batching import TokenBudgetBatchSampler, collator
+from .template import fold_system
 from .tokenize import build_datasets
 from .run import token_budget, RUN_NAME, Run, quiet_replica, resolve_run
 from .loss import apply_loss_config
 from .model import load_model
 
 # %% auto #0
-__all__ = ['COMPLETE', 'LOCK_NAME', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint', 'mark_complete',
-           'CheckpointKeeper', 'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice',
-           'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot', 'save_adapter', 'losses',
+__all__ = ['COMPLETE', 'LOCK_NAME', 'SAMPLES', 'CARD_EVAL', 'fp32_trainable', 'has_eval_split', 'best_fits', 'training_args',
+           'checkpoints', 'last_checkpoint', 'mark_complete', 'CheckpointKeeper', 'best_checkpoint', 'RunLock',
+           'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'TextStream',
+           'first_prompts', 'read_prompts', 'SampleAnswers', 'sample_prompts', 'loss_curves', 'plot_losses',
+           'save_loss_plot', 'LossPlot', 'detect_languages', 'model_card', 'save_adapter', 'losses', 'trim_samples',
            'train']
 
 # %% ../nbs/06_train.ipynb #286d2b91
@@ -33,6 +36,23 @@ def fp32_trainable(model, # a peft model
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32: p.data, n = p.data.float(), n + 1
     return n
+
+# %% ../nbs/06_train.ipynb #e7a1c001
+def has_eval_split(cfg:dict, # a validated config
+                  )->bool:
+    "Whether a config holds out an eval split (`data.eval_path` or `data.eval_fraction`)."
+    return cfg['data']['eval_path'] is not None or bool(cfg['data']['eval_fraction'])
+
+# %% ../nbs/06_train.ipynb #e7a1c003
+def best_fits(tr:dict, # `TrainingArguments` fields as the config gives them
+             )->bool:
+    "Whether `load_best_model_at_end` fits these fields: every checkpoint falls on an evaluation."
+    es, ss = str(tr.get('eval_strategy', 'no')), str(tr.get('save_strategy', 'steps'))
+    if ss == 'best': return True
+    if es != ss or es == 'no': return False
+    if es != 'steps': return True
+    save, ev = tr.get('save_steps', 500), tr.get('eval_steps') or tr.get('logging_steps', 500)
+    return save >= 1 and ev >= 1 and save % ev == 0
 
 # %% ../nbs/06_train.ipynb #1747e65e
 def training_args(run:Run, # a resolved run
@@ -47,7 +67,14 @@ def training_args(run:Run, # a resolved run
     if 'gradient_checkpointing_kwargs' in tr: tr.setdefault('activation_checkpointing_kwargs', tr.pop('gradient_checkpointing_kwargs'))
     tr['activation_checkpointing'] = run.gradient_checkpointing
     if run.gradient_checkpointing: tr.setdefault('activation_checkpointing_kwargs', {'use_reentrant': False})
-    if cfg['data']['eval_path'] is not None or cfg['data']['eval_fraction']: tr.setdefault('eval_strategy', 'steps')
+    if has_eval_split(cfg):
+        tr.setdefault('eval_strategy', 'steps')
+        tr.setdefault('metric_for_best_model', 'eval_loss'); tr.setdefault('greater_is_better', False)
+        tr.setdefault('load_best_model_at_end', best_fits(tr))
+        # the early-stopping count lives in the checkpoint's trainer_state.json; the Trainer reads it back only when asked
+        if cfg['training']['early_stopping_patience']: tr.setdefault('restore_callback_states_from_checkpoint', True)
+    elif cfg['training']['early_stopping_patience']:
+        raise ConfigError("training.early_stopping_patience needs an eval split to watch; set data.eval_fraction (e.g. 0.1) or data.eval_path.")
     tr.setdefault('ddp_find_unused_parameters', False)  # every adapter takes part in every step (`09_distributed`)
     if run.device == 'cpu' and int(os.environ.get('WORLD_SIZE', 1)) > 1: tr.setdefault('ddp_backend', 'gloo')
     flags = dict(bf16=run.mixed_precision == 'bf16', fp16=run.mixed_precision == 'fp16', use_cpu=run.device == 'cpu')
@@ -93,13 +120,24 @@ def mark_complete(ck:Path, # a checkpoint folder, fully written
 
 # %% ../nbs/06_train.ipynb #2c0b2b80
 class CheckpointKeeper(TrainerCallback):
-    "Mark each saved checkpoint complete, then keep only the newest `limit` complete ones (main process)."
+    "Mark each saved checkpoint complete, then keep only the newest `limit` complete ones and the best one (main process)."
     def __init__(self, limit:int|None=None): self.limit = limit
     def on_save(self, args, state, control, **kw):
         if not state.is_world_process_zero: return
         mark_complete(Path(args.output_dir)/f'checkpoint-{state.global_step}', state.global_step)
         if self.limit:
-            for c in checkpoints(args.output_dir)[:-self.limit]: shutil.rmtree(c, ignore_errors=True)
+            best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None   # restored from trainer_state.json on resume
+            for c in checkpoints(args.output_dir)[:-self.limit]:
+                if c.name != best: shutil.rmtree(c, ignore_errors=True)
+
+# %% ../nbs/06_train.ipynb #e7a1c007
+def best_checkpoint(result_path, # a run's `result_path`
+                   )->Path|None:
+    "The best checkpoint by eval loss, as the newest complete checkpoint's `trainer_state.json` records it; None if none is."
+    ck = last_checkpoint(result_path)
+    if ck is None or not (ck/'trainer_state.json').is_file(): return None
+    b = json.loads((ck/'trainer_state.json').read_text(encoding='utf-8')).get('best_model_checkpoint')
+    return Path(result_path)/Path(b).name if b and (Path(result_path)/Path(b).name).is_dir() else None
 
 # %% ../nbs/06_train.ipynb #b7abf0ba
 from contextlib import contextmanager
@@ -234,6 +272,104 @@ class _EpochToSampler(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kw):
         if self.trainer.epoch_sampler is not None: self.trainer.epoch_sampler.set_epoch(int(state.epoch or 0))
 
+# %% ../nbs/06_train.ipynb #e7a1c010
+from transformers.generation.streamers import BaseStreamer
+
+class TextStream(BaseStreamer):
+    "Decode generated tokens cumulatively: `push` gives the text added since the last call, never a broken character."
+    def __init__(self, tokenizer, # the model's tokenizer
+                 on_text=None, # called with each new piece of text (e.g. `print`); None: collect only
+                 skip_prompt:bool=True, # as `model.generate`'s streamer: the first `put` is the prompt
+                ):
+        self.tok, self.on_text, self.skip, self.ids, self.text = tokenizer, on_text, skip_prompt, [], ''
+    def push(self, ids)->str:
+        "Add token `ids`; return the text they complete (empty while the last character's bytes are not all there)."
+        self.ids += [int(i) for i in ids]
+        t = self.tok.decode(self.ids, skip_special_tokens=True)
+        if t.endswith('\ufffd'): return ''
+        new = t[len(self.text):] if t.startswith(self.text) else t
+        self.text = t
+        if new and self.on_text: self.on_text(new)
+        return new
+    def put(self, value):
+        if self.skip: self.skip = False; return
+        self.push(value.reshape(-1).tolist())
+    def end(self): pass
+
+# %% ../nbs/06_train.ipynb #e7a1c013
+def first_prompts(rows, # tokenized eval rows: `input_ids`, `labels`
+                  n:int, # how many
+                 )->list[list[int]]:
+    "The prompt tokens of the first `n` rows that have a reply: each row cut where its first trained token starts."
+    out = []
+    for r in rows:
+        if len(out) == n: break
+        first = next((i for i, l in enumerate(r['labels']) if l != -100), 0)
+        if first: out.append(list(r['input_ids'][:first]))   # the seed's format trains on every token: no prompt to cut
+    return out
+
+# %% ../nbs/06_train.ipynb #e7a1c014
+def read_prompts(path, # .txt (one prompt a line) or .jsonl/.json ({"prompt": ...} or {"messages": [...]} records)
+                )->list[list[dict]]:
+    "The conversations of an `eval.prompts` file, each ending on a user turn."
+    from qlora_nb.records import DataError
+    p = Path(path)
+    if not p.is_file(): raise ConfigError(f"{p}: no such file (eval.prompts); give a .txt file of one prompt a line, or a .jsonl file.")
+    text = p.read_text(encoding='utf-8')
+    if p.suffix == '.txt': return [[{'role': 'user', 'content': l.strip()}] for l in text.splitlines() if l.strip()]
+    recs = json.loads(text) if p.suffix == '.json' else [json.loads(l) for l in text.splitlines() if l.strip()]
+    out = []
+    for i, r in enumerate(recs, 1):
+        if isinstance(r, dict) and isinstance(r.get('prompt', r.get('input')), str): out.append([{'role': 'user', 'content': r.get('prompt', r.get('input'))}])
+        elif isinstance(r, dict) and isinstance(r.get('messages'), list) and r['messages']:
+            m = r['messages']; out.append(m[:-1] if m[-1].get('role') == 'assistant' else m)
+        else: raise DataError(f"{p}: record {i} has no 'prompt' text or 'messages' list; write one of them in every record.")
+    return out
+
+# %% ../nbs/06_train.ipynb #e7a1c016
+SAMPLES = 'samples.jsonl'
+
+class SampleAnswers(TrainerCallback):
+    "At each evaluation, answer fixed prompts greedily; append them to `output_dir/samples.jsonl` and print them (main process)."
+    def __init__(self, tokenizer, # the run's tokenizer
+                 prompts:list, # prompt token ids, one list each (`first_prompts`, or a chat template's rendering)
+                 stop_ids:list, # the token ids an answer ends at (`Run.stop_token_ids`)
+                 max_new_tokens:int=64, # the most tokens an answer may have
+                 log=print, # gets the printed lines
+                ):
+        self.tok, self.prompts, self.stop_ids, self.max_new_tokens, self.log = tokenizer, prompts, stop_ids, max_new_tokens, log
+    @torch.no_grad()
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        if not state.is_world_process_zero or not self.prompts or model is None or getattr(args, 'fsdp', None): return
+        was, rows = model.training, []
+        model.eval()
+        try:
+            for k, ids in enumerate(self.prompts):
+                x = torch.tensor([ids], device=model.device)
+                self.log(f"[step {state.global_step}] sample {k+1}: {self.tok.decode(ids, skip_special_tokens=True).strip()[-80:]!r} →")
+                ts = TextStream(self.tok, on_text=lambda t: print(t, end='', flush=True) if self.log is print else None)
+                out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=self.max_new_tokens, do_sample=False,
+                                     eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id, streamer=ts)
+                new = out[0, len(ids):].tolist()
+                if self.log is print: print(flush=True)
+                else: self.log(ts.text)
+                rows.append(dict(step=state.global_step, prompt=self.tok.decode(ids, skip_special_tokens=False), answer=ts.text,
+                                 tokens=len(new), stopped=bool(new) and new[-1] in self.stop_ids))
+        finally: model.train(was)
+        with open(Path(args.output_dir)/SAMPLES, 'a', encoding='utf-8') as f:
+            f.write(''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in rows))
+
+# %% ../nbs/06_train.ipynb #e7a1c017
+def sample_prompts(run:Run, # the resolved run
+                   eval_rows, # its tokenized eval split, or None
+                  )->list[list[int]]:
+    "The prompt tokens `SampleAnswers` answers: `eval.prompts`'s conversations, else the eval split's first chats."
+    n, f = run.config['eval']['samples'], run.config['eval']['prompts']
+    if not n: return []
+    if f: return [list(run.tokenizer.apply_chat_template(fold_system(m, run.tokenizer), add_generation_prompt=True, tokenize=True, return_dict=True)['input_ids'])
+                  for m in read_prompts(f)[:n]]
+    return first_prompts(eval_rows, n) if eval_rows is not None else []
+
 # %% ../nbs/06_train.ipynb #4ac37f41
 def loss_curves(log_history:list[dict], # a Trainer's `state.log_history`
                )->dict:
@@ -271,19 +407,88 @@ class LossPlot(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if state.is_world_process_zero: save_loss_plot(state.log_history, Path(args.output_dir)/'loss.png')
 
+# %% ../nbs/06_train.ipynb #e7a3c002
+def detect_languages(texts, # strings: the data's messages
+                    )->list[str]:
+    "ISO codes of the languages that make up at least a tenth of the letters in `texts`: 'ja' (kana, kanji) and 'en' (Latin), most first."
+    ja = en = 0
+    for t in texts:
+        for ch in t:
+            if '\u3040' <= ch <= '\u30ff' or '\u4e00' <= ch <= '\u9fff' or '\uff66' <= ch <= '\uff9d': ja += 1
+            elif ch.isascii() and ch.isalpha(): en += 1
+    n = ja + en
+    return [k for k, v in sorted((('ja', ja), ('en', en)), key=lambda kv: -kv[1]) if n and v >= n / 10]
+
+# %% ../nbs/06_train.ipynb #e7a3c004
+CARD_EVAL = ('<!-- qlora_nb eval -->', '<!-- /qlora_nb eval -->')
+
+def _public(name)->str:
+    "A model or data name as a card may show it: a hub id or `builtin:` name as is, a local path by its last part."
+    s = str(name)
+    return s if s.startswith('builtin:') or (not Path(s).is_absolute() and s.count('/') <= 1 and not Path(s).exists()) else Path(s).name
+
+def _data_texts(run:Run, n:int=200)->list[str]:
+    if run.train_data is None: return []
+    from qlora_nb.records import load_chats
+    ds = load_chats(run.train_data)
+    return [m['content'] or '' for msgs in ds.select(range(min(n, len(ds))))['messages'] for m in msgs]
+
+def model_card(run:Run, # the resolved run that trained the adapter
+               name:str, # the adapter's folder name: the card's title
+               log_history:list|None=None, # the Trainer's `state.log_history`
+               stats:dict|None=None, # the training data's counts
+               plot:bool=False, # whether `loss.png` is beside the card
+              )->str:
+    "The adapter's `README.md`: a Hugging Face model card, YAML header and Markdown, with nothing of this machine in it."
+    import yaml
+    cfg, lo, tr = run.config, run.config['lora'], run.config['training']
+    base = _public(cfg['model_name'])
+    head = dict(base_model=base, library_name='peft', pipeline_tag='text-generation',
+                tags=['qlora', 'lora', 'peft', 'qlora_nb', 'text-generation'], language=detect_languages(_data_texts(run)) or None)
+    files = [Path(f).name for f in run.train_data.files] if run.train_data else []
+    c = loss_curves(log_history or [])
+    best = min(c['eval'], key=lambda x: x[1]) if c['eval'] else None
+    facts = [('base model', f'`{base}` ({run.architecture}, {run.layers} layers), 4-bit NF4'),
+             ('LoRA', f"r={lo.get('r')}, alpha={lo.get('lora_alpha')}, dropout={lo.get('lora_dropout')}, targets {run.lora_targets}"),
+             ('training', f"learning rate {tr.get('learning_rate')}, {tr.get('num_train_epochs')} epochs"
+                          + (f", {c['train'][-1][0]} optimizer steps" if c['train'] else '') + f", precision {run.mixed_precision}"),
+             ('data', f"{', '.join(files) or cfg['training_data_json_path']}: " + (', '.join(f'{k.replace("_", " ")} {v}' for k, v in (stats or {}).items()) or '—')),
+             ('format', f"{cfg['data']['format']}, max_length {cfg['data']['max_length']}, loss on the assistant's replies"),
+             ('loss', (f"train {c['train'][0][1]:.3f} → {c['train'][-1][1]:.3f}" if c['train'] else 'not logged')
+                      + (f"; eval {c['eval'][-1][1]:.3f} at step {c['eval'][-1][0]}, best {best[1]:.3f} at step {best[0]}" if best else ''))]
+    body = [f'# {name}', '', f'A LoRA adapter for `{base}`, fine-tuned with QLoRA (4-bit base, LoRA adapters) by qlora_nb.', '',
+            '## Training', '', '| | |', '|---|---|', *[f'| {k} | {v} |' for k, v in facts], '']
+    if plot: body += ['![train and eval loss](loss.png)', '']
+    body += ['## Evaluation', '', CARD_EVAL[0], 'Not evaluated yet: `qlora-nb eval --adapter <this folder>` writes its figures here.', CARD_EVAL[1], '',
+             '## Use', '', 'With plain transformers and peft (no qlora_nb needed):', '', '```python',
+             'from transformers import AutoModelForCausalLM, AutoTokenizer', 'from peft import PeftModel', '',
+             f'base = AutoModelForCausalLM.from_pretrained("{base}")', f'model = PeftModel.from_pretrained(base, "{name}")',
+             f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+             'messages = [{"role": "user", "content": "こんにちは"}]',
+             'enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+             'out = model.generate(**enc, max_new_tokens=128)',
+             'print(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))', '```', '',
+             'As a GGUF for llama.cpp or Ollama:', '', '```sh', f'qlora-nb export --adapter {name} --output {name}.gguf',
+             f'llama-cli -m {name}.gguf -cnv', '```', '']
+    return '---\n' + yaml.safe_dump({k: v for k, v in head.items() if v is not None}, allow_unicode=True, sort_keys=False) + '---\n\n' + '\n'.join(body)
+
 # %% ../nbs/06_train.ipynb #ff2d2303
 def save_adapter(model, # the trained peft model
                  run:Run, # the resolved run that trained it: its tokenizer, config and facts are saved with it
                  save_path=None, # where to save; None: the config's `save_path`
                  state_dict=None, # the adapter's weights when the model cannot give them itself (FSDP: gathered by the Trainer)
+                 log_history:list|None=None, # the Trainer's `state.log_history`: losses for the model card and its plot
+                 stats:dict|None=None, # the training data's counts (`build_datasets`'s `stats`), for the model card
                 )->Path:
-    "Save adapter, tokenizer, config and resolved run (`qlora_nb_run.json`) into `save_path` as one folder, atomically; return the path."
+    "Save adapter, tokenizer, config, resolved run (`qlora_nb_run.json`) and model card (`README.md`) into `save_path` as one folder, atomically; return the path."
     out = Path(save_path or run.config['save_path']).absolute()
     with atomic_folder(out, replace=True) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, save_embedding_layers=False)   # LoRA weights only: plain peft loads them on the base
         run.tokenizer.save_pretrained(tmp)
         save_config(run.config, tmp)
         (tmp/RUN_NAME).write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
+        if log_history and loss_curves(log_history)['train']: save_loss_plot(log_history, tmp/'loss.png')
+        (tmp/'README.md').write_text(model_card(run, out.name, log_history, stats, plot=(tmp/'loss.png').is_file()), encoding='utf-8')
     return out
 
 # %% ../nbs/06_train.ipynb #95e73b62
@@ -295,10 +500,20 @@ def losses(trainer, # a Trainer that has trained
     return [h['loss'] for h in trainer.state.log_history if 'loss' in h]
 
 # %% ../nbs/06_train.ipynb #97aabca8
+def trim_samples(path:Path, # a run's `samples.jsonl`
+                 step:int, # the step a run resumes from (0: from the start)
+                ):
+    "Keep only the sample answers of steps up to `step`, atomically."
+    if not path.is_file(): return
+    keep = [l for l in path.read_text(encoding='utf-8').splitlines(keepends=True) if l.strip() and json.loads(l)['step'] <= step]
+    tmp = path.with_name(f'.{path.name}.tmp'); tmp.write_text(''.join(keep), encoding='utf-8'); os.replace(tmp, path)
+
 def _prepare_result_path(rp:Path, overwrite:bool):
     "Delete all checkpoints (`overwrite`) or the incomplete ones, which no run will ever resume from."
     for c in checkpoints(rp, complete=None if overwrite else False): shutil.rmtree(c)
     if overwrite: (rp/'loss.png').unlink(missing_ok=True)
+    ck = None if overwrite else last_checkpoint(rp)
+    trim_samples(rp/SAMPLES, _step(ck) if ck else 0)   # answers of steps the resumed run will make again
 
 def _claim_result_path(rp:Path, overwrite:bool, main:bool, held:ExitStack)->Path|None:
     "The main process locks `result_path` (into `held`) and prepares it; then every process learns the checkpoint to resume from."
@@ -317,6 +532,15 @@ def _claim_result_path(rp:Path, overwrite:bool, main:bool, held:ExitStack)->Path
         if main: raise err
         raise (ConfigError if said[0][0] in ('ConfigError', 'DataError') else RuntimeError)(f"{said[0][1]} (reported by the main process)")
     return Path(said[1]) if said[1] else None
+
+def _eval_callbacks(run:Run, eval_rows, main:bool)->list:
+    "Early stopping (`training.early_stopping_patience`) and the sample answers, where the run has an eval split."
+    if eval_rows is None: return []
+    p, cbs = run.config['training']['early_stopping_patience'], []
+    if p: cbs.append(EarlyStoppingCallback(early_stopping_patience=p))
+    prompts = sample_prompts(run, eval_rows) if main else []
+    if prompts: cbs.append(SampleAnswers(run.tokenizer, prompts, run.stop_token_ids, run.config['eval']['max_new_tokens']))
+    return cbs
 
 def train(run:Run|dict, # a resolved run, or a validated config, resolved here (`resolve_run`)
           overwrite:bool=False, # delete `result_path`'s checkpoints and start afresh; else resume from the newest complete one
@@ -341,7 +565,7 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
         model = apply_loss_config(load_model(run), cfg['training'])   # the loss without full logits (`05b_loss`)
         fp32_trainable(model)
         trainer = QLoRATrainer(model=model, args=args, train_dataset=sets.train, eval_dataset=sets.eval, data_collator=collator(cfg, tok),
-                               callbacks=[CheckpointKeeper(keep), LossPlot(), *callbacks],
+                               callbacks=[CheckpointKeeper(keep), LossPlot(), *_eval_callbacks(run, sets.eval, main), *callbacks],
                                max_tokens_per_batch=token_budget(cfg))
         if args.disable_tqdm: trainer.remove_callback(PrinterCallback)  # no progress bar: stay quiet, the summary says it all
         with StopOnSignal() as stop:
@@ -351,9 +575,10 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
             raise Interrupted(f"Interrupted at step {trainer.state.global_step}; checkpoint saved in {last_checkpoint(rp)}. "
                               "Run the same command again to resume.")
         sd = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None  # FSDP: all ranks gather
-        out = save_adapter(model, run, state_dict=sd) if trainer.is_world_process_zero() else None
+        out = save_adapter(model, run, state_dict=sd, log_history=trainer.state.log_history, stats=sets.stats) if trainer.is_world_process_zero() else None
     ls = losses(trainer)
     return dict(loss_first=ls[0] if ls else math.nan, loss_last=ls[-1] if ls else math.nan, steps=trainer.state.global_step,
                 resumed_from=str(ck) if ck else None, seconds=time.time()-t0, result_path=str(rp.absolute()),
                 save_path=str(out) if out else None, model_name=cfg['model_name'], loss_plot=str(rp.absolute()/'loss.png'),
+                best_checkpoint=trainer.state.best_model_checkpoint if args.load_best_model_at_end else None,
                 trainer=trainer)

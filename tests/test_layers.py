@@ -8,7 +8,7 @@ PKG = Path(__file__).resolve().parents[1]/'qlora_nb'
 # `builtin:` names (the bundled chats, the tiny model) through them; `bench` is a tool above every command but `cli`,
 # which reaches it only through the `bench` subcommand.
 LAYERS = ['config', 'files', 'formats', 'tiny', 'records', 'template', 'run', 'tokenize', 'batching', 'model', 'loss', 'train',
-          'distributed', 'infer', 'export', 'families', 'bench', 'cli']
+          'distributed', 'infer', 'export', 'eval', 'families', 'bench', 'cli']
 
 # (importer, imported): reason. An import that points upward is a fault unless it is listed here, with why.
 ALLOWED_UPWARD = {}
