@@ -225,3 +225,23 @@ def test_stderr_shows_as_a_warning_and_errors_stay_errors():
     src = box['source']
     assert box['cell_type'] == 'markdown' and '{admonition} Printed to stderr' in src and ':class: warning' in src
     assert 'UserWarning: *not* markup ``` 注意' in src and src.startswith('`````') and '````text' in src  # fences outrun the text's
+
+
+def test_no_cell_mixes_imports_with_other_code():
+    """nbdev's docs processing runs every cell that imports something (to resolve the names `show_doc` links), so a cell
+    that imports and then computes runs there too, out of order: slow cells run, and a name from an earlier cell is
+    missing. Imports go in cells of their own (nbdev's FAQ); cells nbdev never runs this way are left alone."""
+    import ast
+    bad = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text(encoding='utf-8'))['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or 'nbdev_export()' in src: continue
+            lines = src.splitlines()
+            dirs = {l[2:].strip().split(':')[0].split()[0] for l in lines if l.startswith('#|') and l[2:].strip()}
+            if dirs & {'export', 'exports', 'exporti', 'exec_doc'} or any(l.replace(' ', '') == '#|eval:false' for l in lines): continue
+            try: nodes = list(ast.walk(ast.parse('\n'.join(l for l in lines if not l.startswith(('%', '!', '#|'))))))
+            except SyntaxError: continue
+            if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in nodes) and any(isinstance(n, (ast.Expr, ast.Assign)) for n in nodes):
+                bad.append(f'{nb.name} cell {i}: {lines[0][:60]}')
+    assert not bad, 'cells that import and compute (split them: imports in a cell of their own):\n' + '\n'.join(bad)
