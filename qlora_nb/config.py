@@ -87,6 +87,8 @@ class DataKeys:
     eval_path: str | list[str] | None = option(None, "an eval set of its own: a file or list of files, checked like the training data")
     max_tokens_per_batch: int | None = option(1024, "padded tokens a training batch may hold; null: batches count rows", gt=0)
     num_proc: int | Literal['auto'] = option('auto', "processes that tokenize the data; auto: the CPU cores available", gt=0)
+    reasoning_turns: Literal['last', 'each'] = option('last', "each: one row per assistant turn (shared history, loss on that turn), so every turn's reasoning is trained as the template renders it last")
+    chat_template_kwargs: dict | None = option(None, "switches passed to apply_chat_template, e.g. {enable_thinking: false} (a record's own chat_template_kwargs win)")
 
 # %% ../nbs/00_config.ipynb #4b5ad5e7
 @dataclass
