@@ -14,9 +14,9 @@ from .records import DataError
 
 # %% auto #0
 __all__ = ['format_messages', 'assistant_char_spans', 'ends_turn', 'system_supported', 'fold_system', 'system_note',
-           'TemplateFacts', 'template_facts', 'check_template_needs', 'reasoning_note', 'template_messages',
-           'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids', 'untrained_end_of_turn',
-           'check_end_of_turn_trained']
+           'TemplateFacts', 'template_facts', 'template_lacks', 'check_template_needs', 'reasoning_note',
+           'template_messages', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
+           'untrained_end_of_turn', 'check_end_of_turn_trained']
 
 # %% ../nbs/02_template.ipynb #56187771
 def format_messages(messages:list[dict], # a chat: list of {role, content}
@@ -192,20 +192,25 @@ def template_facts(tokenizer, # a tokenizer with a chat template
                          tool_results=_P['result'] in t, reasoning=how, reasoning_past=past)
 
 # %% ../nbs/02_template.ipynb #9051acc1
+def template_lacks(facts:TemplateFacts, # the run's template facts (`template_facts`)
+                   needs:dict, # what data asks of a template (`records.chat_needs`, or `chats_needs` summed)
+                  )->list[tuple[int, str, str]]:
+    "What the data needs that the template cannot render, as `(count, what, what the data has)`; empty when it renders it all."
+    lack = [(needs.get('tools', 0), facts.tools, 'tools list', 'chats carry one'),
+            (needs.get('tool_calls', 0), facts.tool_calls, 'tool calls', 'assistant turns call tools'),
+            (needs.get('tool_results', 0), facts.tool_results, 'tool results', 'tool turns hold results'),
+            (needs.get('reasoning', 0), facts.reasoning is not None, 'reasoning', "assistant turns carry reasoning_content")]
+    return [(n, what, have) for n, ok, what, have in lack if n and not ok]
+
 def check_template_needs(facts:TemplateFacts, # the run's template facts (`template_facts`)
                          needs:dict, # what the data asks of a template (`records.chats_needs`)
                          name:str='the model', # the model (family), as the sentence names it
                         ):
     "Refuse, in one sentence, data that needs what the chat template cannot render: tools, tool calls, tool results, reasoning."
-    lack = [(needs.get('tools', 0), facts.tools, 'tools list', 'chats carry one'),
-            (needs.get('tool_calls', 0), facts.tool_calls, 'tool calls', 'assistant turns call tools'),
-            (needs.get('tool_results', 0), facts.tool_results, 'tool results', 'tool turns hold results'),
-            (needs.get('reasoning', 0), facts.reasoning is not None, 'reasoning', "assistant turns carry reasoning_content")]
-    for n, ok, what, have in lack:
-        if n and not ok:
-            raise DataError(f"{name}: its chat template renders no {what}, but {n} {have} in the training data, which would be dropped without "
-                            f"a word; use a model whose template renders {'them' if what != 'reasoning' else 'it'} (Qwen3{', Qwen2.5, Llama 3.1' if 'tool' in what else ''}), "
-                            f"or remove {'reasoning_content' if what == 'reasoning' else 'the tool turns'} from the data.")
+    for n, what, have in template_lacks(facts, needs)[:1]:
+        raise DataError(f"{name}: its chat template renders no {what}, but {n} {have} in the training data, which would be dropped without "
+                        f"a word; use a model whose template renders {'them' if what != 'reasoning' else 'it'} (Qwen3{', Qwen2.5, Llama 3.1' if 'tool' in what else ''}), "
+                        f"or remove {'reasoning_content' if what == 'reasoning' else 'the tool turns'} from the data.")
 
 def reasoning_note(facts:TemplateFacts, # the run's template facts
                    needs:dict, # what the data asks of a template (`records.chats_needs`)

@@ -11,8 +11,8 @@ import pyarrow as pa
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from .files import cache_dir
-from .records import BATCH_ROWS, DataSource, _Writer, NEEDS, _chats, chat_from_row, chats_needs, data_source
-from .template import (TemplateFacts, check_template_needs, format_messages, reasoning_note, template_facts,
+from .records import BATCH_ROWS, DataSource, _Writer, NEEDS, _chats, chat_from_row, chat_needs, chats_needs, data_source
+from .template import (TemplateFacts, check_template_needs, format_messages, reasoning_note, template_facts, template_lacks,
                                tokenize_conversation)
 
 # %% auto #0
@@ -33,7 +33,7 @@ def tokenize_seed(batch:dict, # a batch of records with a `messages` column
 # %% ../nbs/04_tokenize.ipynb #131b126c
 TOKENIZED_FEATURES = Features({'input_ids': List(Value('int32')), 'attention_mask': List(Value('int8')),
                                'labels': List(Value('int32')), 'length': Value('int32')})
-STATS = ('conversations', 'truncated', 'dropped_too_long', 'dropped_no_trained_token')
+STATS = ('conversations', 'truncated', 'dropped_too_long', 'dropped_no_trained_token', 'left_out_unrenderable')
 
 def _turn_chats(chat:dict, reasoning_turns:str)->list[list]:
     "The message lists a chat becomes rows of: itself, or under 'each' its history up to each assistant turn (loss on that turn only)."
@@ -42,13 +42,14 @@ def _turn_chats(chat:dict, reasoning_turns:str)->list[list]:
     return [ms[:k+1] for k, m in enumerate(ms) if m['role'] == 'assistant']
 
 def _chat_rows(batch:list, tokenizer, max_length:int, truncation:str, facts:TemplateFacts, stats:dict,
-               reasoning_turns:str='last', kwargs:dict|None=None)->dict:
+               reasoning_turns:str='last', kwargs:dict|None=None, leave_out:bool=False)->dict:
     "Tokenized columns of the kept conversations of one batch (checked-chat rows); the counts added to `stats`."
     cols = {k: [] for k in TOKENIZED_FEATURES}
     for row in batch:
         chat = chat_from_row(row)
         kw = {**(kwargs or {}), **chat.get('chat_template_kwargs', {})} or None   # a record's switches win over the config's
         stats['conversations'] += 1
+        if leave_out and template_lacks(facts, chat_needs(chat)): stats['left_out_unrenderable'] += 1; continue   # bundled sample chats only
         for msgs in _turn_chats(chat, reasoning_turns):
             x = tokenize_conversation(msgs, tokenizer, None, facts, chat.get('tools'), kw, last_only=reasoning_turns == 'each')
             n = len(x['input_ids'])
@@ -160,12 +161,13 @@ def tokenize_chats(ds:Dataset, # checked chats, as `load_chats` gives
                    fmt:str='chat_template', # 'seed': the seed recipe's rows (`tokenize_seed`) instead
                    reasoning_turns:str='last', # 'each': a row per assistant turn, loss on that turn (`data.reasoning_turns`)
                    chat_template_kwargs:dict|None=None, # `data.chat_template_kwargs`: switches for the template
+                   leave_out:bool=False, # leave out the chats the template cannot render (the bundled sample chats), instead of refusing them
                   )->tuple[Dataset, dict]:
     "Tokenized rows with a `length` column, and counts: conversations, truncated, dropped (too long / nothing trained)."
     if fmt == 'seed': rows_fn = lambda b, st: _seed_rows(b, tokenizer, max_length, st)
     else:
         facts = facts or template_facts(tokenizer, chat_template_kwargs)
-        rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st, reasoning_turns, chat_template_kwargs)
+        rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st, reasoning_turns, chat_template_kwargs, leave_out)
     files = [f['filename'] for f in ds.cache_files]
     plain = len(files) == 1 and ds._indices is None and len(ds) == ds.data.num_rows
     parts, stats = _run_parts(files[0] if plain else ds, len(ds), rows_fn, num_proc if out_dir else 1, out_dir)
@@ -199,7 +201,7 @@ def tokenized_key(data_fp:str, # `data_fingerprint` of the data files
     "The cache key of a tokenized dataset: data bytes, tokenizer, template, max_length, format, truncation, reasoning turns, template switches, code version."
     parts = dict(data=data_fp, tokenizer=tokenizer_fingerprint(tokenizer), max_length=data['max_length'],
                  format=data['format'], truncation=data['truncation'], reasoning_turns=data['reasoning_turns'],
-                 chat_template_kwargs=data['chat_template_kwargs'], code=_code_version())
+                 chat_template_kwargs=data['chat_template_kwargs'], leave_out=data.get('leave_out', False), code=_code_version())
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 # %% ../nbs/04_tokenize.ipynb #a1b2c3d5
@@ -213,18 +215,19 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
     "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
     src = data_source(path)
     paths, fp = list(src.files), src.fingerprint
-    key = tokenized_key(fp, tokenizer, data)
-    final = cache_dir()/'tokenized'/key
     needs = chats_needs(src) if data['format'] == 'chat_template' else {}
     facts = facts or (template_facts(tokenizer, data['chat_template_kwargs']) if needs else None)
-    if needs: check_template_needs(facts, needs, name)   # before anything is tokenized, and before any model loads
+    bundled = src.name == 'builtin:sample_chats'   # our own samples: those the template cannot render are left out, and said
+    if needs and not bundled: check_template_needs(facts, needs, name)   # before anything is tokenized, and before any model loads
+    key = tokenized_key(fp, tokenizer, {**data, 'leave_out': bundled})
+    final = cache_dir()/'tokenized'/key
     if not (final/'info.json').exists():
         t0, chats = time.time(), _chats(paths, fp)
         procs = data_num_proc(data['num_proc'], len(chats))
         tmp = final.with_name(f'{key}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'],
-                                      data['reasoning_turns'], data['chat_template_kwargs'])
+                                      data['reasoning_turns'], data['chat_template_kwargs'], bundled)
         stats = {**stats, **{k: v for k, v in needs.items() if v}}   # what the chats hold, for `inspect_report`
         files = [Path(f['filename']).name for f in parts.cache_files]
         (tmp/'info.json').write_text(json.dumps(dict(files=files, stats=stats, data=[str(p) for p in paths])), encoding='utf-8')
@@ -234,6 +237,9 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
     else:
         stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
         log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
+    if stats.get('left_out_unrenderable'):
+        log(f"The chat template renders no {' / '.join(w for _, w, _ in template_lacks(facts, needs))}, so {stats['left_out_unrenderable']} of the bundled "
+            "sample chats (those with tool calls or reasoning) are left out; data of your own with them would be refused.")
     if needs and (note := reasoning_note(facts, needs, data['reasoning_turns'])): log(note)
     info = json.loads((final/'info.json').read_text(encoding='utf-8'))
     return _dataset([final/f for f in info['files']]), info['stats']
@@ -300,7 +306,8 @@ def inspect_report(cfg:dict, # a validated config
              f"Tokens per row (format {d['format']}, max_length {d['max_length']}): "
              + ', '.join(f"p{q} {np.percentile(lens, q):.0f}" for q in (50, 90, 99)) + f", max {lens.max()}.",
              f"Truncation '{d['truncation']}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
-             f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token.",
+             f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token"
+             + (f", {st['left_out_unrenderable']} bundled sample chats left out (the template cannot render them)." if st.get('left_out_unrenderable') else '.'),
              *([f"Tools and reasoning: {st.get('tools', 0)} chats with a tools list, {st.get('tool_calls', 0)} tool-call turns, "
                 f"{st.get('tool_results', 0)} tool results, {st.get('reasoning', 0)} reasoning turns ({st.get('reasoning_earlier', 0)} "
                 f"before a later user turn); reasoning_turns '{d['reasoning_turns']}'."] if any(st.get(k) for k in NEEDS) else []),

@@ -229,3 +229,9 @@ def test_train_on_tool_and_reasoning_data_each(tmp_path):
     r = run('train', *sets(f'training_data_json_path={p}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter',
                            'training.max_steps=2', 'data.reasoning_turns=each', 'data.max_tokens_per_batch=null'), cwd=tmp_path, rc=0)
     assert (tmp_path/'adapter'/'adapter_config.json').exists()
+
+def test_bundled_samples_left_out_where_the_template_cannot_render_them(tmp_path):
+    "The embedded default's own tool and reasoning chats are left out (and said) for a family that cannot render them; a user's are refused."
+    gemma = replica_dir('gemma3')
+    r = run('inspect', *sets(f'model_name={gemma}'), cwd=tmp_path, rc=0)
+    assert '6 of the bundled sample chats (those with tool calls or reasoning) are left out' in r.stdout and '300 rows to train on' in r.stdout, r.stdout
