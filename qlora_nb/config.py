@@ -90,6 +90,8 @@ class DataKeys:
     sources: list[dict] | None = option(None, "training data mixed from sources, [{path, weight}]: a weight above 1 repeats a source, below 1 samples it (from training.seed); instead of training_data_json_path",
                                         check=lambda v: _sources_problem(v))
     dedup: bool = option(True, "drop exact duplicate conversations (counted per source); false keeps them")
+    reasoning_turns: Literal['last', 'each'] = option('last', "each: one row per assistant turn (shared history, loss on that turn), so every turn's reasoning is trained as the template renders it last")
+    chat_template_kwargs: dict | None = option(None, "switches passed to apply_chat_template, e.g. {enable_thinking: false} (a record's own chat_template_kwargs win)")
 
 # %% ../nbs/00_config.ipynb #4b5ad5e7
 @dataclass

@@ -16,13 +16,14 @@ from .files import cache_dir
 from .formats import DataError, canonical_records, data_kind, hub_dataset, read_records, source_fingerprint
 
 # %% auto #0
-__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'BATCH_ROWS', 'WRITE_BYTES', 'data_files', 'record_problems',
-           'record_digest', 'scan_chats', 'data_fingerprint', 'DataSource', 'data_source', 'train_source',
-           'eval_source', 'source_counts', 'load_chats', 'check_data']
+__all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'CHATS_VERSION', 'BATCH_ROWS', 'WRITE_BYTES', 'NEEDS', 'data_files',
+           'record_problems', 'canonical_chat', 'record_digest', 'scan_chats', 'chat_row', 'chat_from_row',
+           'chat_needs', 'data_fingerprint', 'DataSource', 'data_source', 'train_source', 'eval_source',
+           'source_counts', 'load_chats', 'chats_needs', 'check_data']
 
 # %% ../nbs/01_records.ipynb #6453579f
 MAX_PROBLEMS = 20
-ROLES = ('system', 'user', 'assistant')
+ROLES = ('system', 'user', 'assistant', 'tool')
 
 def data_files(path, # `builtin:sample_chats`, a data file, a `save_to_disk` folder, a hub dataset id, or a list of them
                key:str='training_data_json_path', # the config key that names them, for the message
@@ -45,6 +46,32 @@ def data_files(path, # `builtin:sample_chats`, a data file, a `save_to_disk` fol
     return out
 
 # %% ../nbs/01_records.ipynb #ee719fac
+def _json_value(v, what:str, probs:list):
+    "`v` parsed when it is a JSON string, else as it is; a problem added when the string is not JSON."
+    if not isinstance(v, str): return v
+    try: return json.loads(v)
+    except json.JSONDecodeError as e: probs.append(f"{what} is a string that is not JSON ({e.msg} at column {e.colno}); give an object"); return None
+
+def _tool_call_problems(calls, j:int, probs:list):
+    if not isinstance(calls, list) or not calls: probs.append(f"messages[{j}].tool_calls must be a non-empty list of {{type: 'function', function: {{name, arguments}}}}"); return
+    for k, c in enumerate(calls):
+        at = f"messages[{j}].tool_calls[{k}]"
+        f = c.get('function') if isinstance(c, dict) else None
+        if not isinstance(f, dict): probs.append(f"{at} has no 'function' object; write it as {{type: 'function', function: {{name, arguments}}}}"); continue
+        if c.get('type', 'function') != 'function': probs.append(f"{at}.type is {c['type']!r}; only 'function' calls are read")
+        if not isinstance(f.get('name'), str) or not f['name']: probs.append(f"{at}.function.name must be the called function's name")
+        a = _json_value(f.get('arguments', {}), f"{at}.function.arguments", probs)
+        if a is not None and not isinstance(a, dict): probs.append(f"{at}.function.arguments must be an object (or a JSON string of one), not {type(a).__name__}")
+
+def _tools_problems(tools, probs:list):
+    tools = _json_value(tools, "'tools'", probs)
+    if tools is None: return
+    if not isinstance(tools, list): probs.append(f"'tools' must be a list of function schemas, not {type(tools).__name__}"); return
+    for k, t in enumerate(tools):
+        f = t.get('function') if isinstance(t, dict) else None
+        if not isinstance(f, dict) or t.get('type', 'function') != 'function' or not isinstance(f.get('name'), str) or not isinstance(f.get('parameters', {}), dict):
+            probs.append(f"tools[{k}] is not a function schema; write it as {{type: 'function', function: {{name, description, parameters: {{JSON schema}}}}}}")
+
 def record_problems(rec, # one decoded JSON record
                    )->list[str]:
     "What is wrong with one chat record, each as a phrase naming the field; empty when it is fine."
@@ -52,16 +79,49 @@ def record_problems(rec, # one decoded JSON record
     if 'messages' not in rec: return [f"no 'messages' field (found: {', '.join(map(repr, rec)) or 'nothing'})"]
     msgs = rec['messages']
     if not isinstance(msgs, list) or not msgs: return ["'messages' must be a non-empty list of {role, content} objects"]
-    probs = []
+    probs, called = [], False   # called: the last turn before a tool turn was an assistant's tool calls
     for j, m in enumerate(msgs):
         if not isinstance(m, dict): probs.append(f"messages[{j}] is {type(m).__name__}, not an object with 'role' and 'content'"); continue
         r = m.get('role')
         if 'role' not in m: probs.append(f"messages[{j}] has no 'role'; use one of {', '.join(ROLES)}")
         elif not isinstance(r, str) or r not in ROLES: probs.append(f"messages[{j}].role is {r!r}; use one of {', '.join(ROLES)}")
-        if 'content' not in m: probs.append(f"messages[{j}] has no 'content'; give the text of the turn")
-        elif not isinstance(m['content'], str): probs.append(f"messages[{j}].content must be text, not {type(m['content']).__name__}")
+        calls = r == 'assistant' and m.get('tool_calls') is not None
+        if calls: _tool_call_problems(m['tool_calls'], j, probs)
+        elif 'tool_calls' in m and m['tool_calls'] is not None: probs.append(f"messages[{j}] is a {r} turn with tool_calls; only assistant turns call tools")
+        if 'content' not in m and not calls: probs.append(f"messages[{j}] has no 'content'; give the text of the turn")
+        elif not isinstance(m.get('content'), str) and not (calls and m.get('content') is None):
+            probs.append(f"messages[{j}].content must be text, not {type(m['content']).__name__}")
+        if 'reasoning_content' in m and 'thinking' in m: probs.append(f"messages[{j}] has both 'reasoning_content' and 'thinking'; keep one")
+        for k in ('reasoning_content', 'thinking'):
+            if k in m and r != 'assistant': probs.append(f"messages[{j}] is a {r} turn with '{k}'; only assistant turns reason")
+            elif k in m and not isinstance(m[k], str): probs.append(f"messages[{j}].{k} must be text, not {type(m[k]).__name__}")
+        for k in ('tool_call_id', 'name'):
+            if r == 'tool' and k in m and not isinstance(m[k], str): probs.append(f"messages[{j}].{k} must be text, not {type(m[k]).__name__}")
+        if r == 'tool' and not called: probs.append(f"messages[{j}] is a tool result with no tool call before it; put the assistant turn with its tool_calls first")
+        called = calls or (called and r == 'tool')
+    if 'tools' in rec: _tools_problems(rec['tools'], probs)
+    if not isinstance(rec.get('chat_template_kwargs', {}), dict): probs.append("'chat_template_kwargs' must be an object, e.g. {\"enable_thinking\": false}")
     if not probs and not any(m['role'] == 'assistant' for m in msgs): probs.append("no assistant turn, so there is nothing to train on")
     return probs
+
+# %% ../nbs/01_records.ipynb #c776cd7b
+def canonical_chat(rec:dict, # a record `record_problems` found nothing wrong with
+                  )->dict:
+    "The canonical chat of a checked record: `thinking` renamed `reasoning_content`, JSON-string arguments and tools parsed, absent fields left out."
+    msgs = []
+    for m in rec['messages']:
+        c = {'role': m['role'], 'content': m.get('content')}
+        if (r := m.get('reasoning_content', m.get('thinking'))) is not None: c['reasoning_content'] = r
+        if m['role'] == 'assistant' and m.get('tool_calls') is not None:
+            c['tool_calls'] = [{**({'id': t['id']} if t.get('id') is not None else {}), 'type': 'function',
+                                'function': {'name': t['function']['name'], 'arguments': _json_value(t['function'].get('arguments', {}), '', [])}}
+                               for t in m['tool_calls']]
+        if m['role'] == 'tool': c.update({k: m[k] for k in ('tool_call_id', 'name') if m.get(k) is not None})
+        msgs.append(c)
+    out = {'messages': msgs}
+    if rec.get('tools'): out['tools'] = _json_value(rec['tools'], '', [])
+    if rec.get('chat_template_kwargs'): out['chat_template_kwargs'] = rec['chat_template_kwargs']
+    return out
 
 # %% ../nbs/01_records.ipynb #acd4758d
 def record_digest(rec:dict, # a canonical record
@@ -71,7 +131,7 @@ def record_digest(rec:dict, # a canonical record
     return hashlib.blake2b(json.dumps(body, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
 
 def scan_chats(paths:list, # data sources, as `data_files` gives them
-               keep=None, # called with each kept record's messages ({role, content} only), as often as its weight says; None: only check
+               keep=None, # called with each kept record's `canonical_chat`, as often as its weight says; None: only check
                weights=None, # a weight per source: above 1 repeats its records, below 1 samples them; None: 1 each
                dedup:bool=False, # drop a conversation that an earlier record (of any source) already holds
                seed:int=42, # draws the samples of weights that are not whole numbers
@@ -96,8 +156,8 @@ def scan_chats(paths:list, # data sources, as `data_files` gives them
             k = int(w) + (w != int(w) and rng.random() < w - int(w))
             c['kept'] += k
             if keep is not None and k:
-                msgs = [{'role': m['role'], 'content': m['content']} for m in rec['messages']]
-                for _ in range(k): keep(msgs)
+                chat = canonical_chat(rec)
+                for _ in range(k): keep(chat)
         if counts is not None: counts.append(c)
     return n, count, first
 
@@ -106,7 +166,10 @@ def _problems_error(count:int, first:list[str])->DataError:
     return DataError(f"{count} problem(s) in the training data; fix them and run again:\n" + '\n'.join(first) + more)
 
 # %% ../nbs/01_records.ipynb #f0e1d2c3
-CHATS_FEATURES = Features({'messages': List({'role': Value('string'), 'content': Value('string')})})
+_MESSAGE = {'role': Value('string'), 'content': Value('string'), 'reasoning_content': Value('string'),
+            'tool_calls': Value('string'), 'tool_call_id': Value('string'), 'name': Value('string')}
+CHATS_FEATURES = Features({'messages': List(_MESSAGE), 'tools': Value('string'), 'chat_template_kwargs': Value('string')})
+CHATS_VERSION = 2  # 2: tool calls, reasoning, tools and chat_template_kwargs kept (1 kept role and content only)
 BATCH_ROWS = 1000  # rows read and tokenized at a time
 WRITE_BYTES = 8 * 2**20  # bytes per Arrow record batch written: few batches, so memory-mapping a file touches little of it
 
@@ -121,6 +184,36 @@ class _Writer:
         self.w.write_batch(pa.concat_batches(self.buf)); self.buf, self.n = [], 0
         pa.default_memory_pool().release_unused()  # Arrow's allocator would keep the freed batches
     def close(self): self.flush(); self.w.close()
+
+# %% ../nbs/01_records.ipynb #dbf62452
+def _dumps(v): return None if v is None else json.dumps(v, ensure_ascii=False)
+
+def chat_row(chat:dict, # a `canonical_chat`
+            )->dict:
+    "A canonical chat as a row of `CHATS_FEATURES`: the parts whose shape varies (tool calls, tools, kwargs) as JSON text."
+    return {'messages': [{**dict.fromkeys(_MESSAGE), **m, 'tool_calls': _dumps(m.get('tool_calls'))} for m in chat['messages']],
+            'tools': _dumps(chat.get('tools')), 'chat_template_kwargs': _dumps(chat.get('chat_template_kwargs'))}
+
+def chat_from_row(row:dict, # a row of the checked-chat cache
+                 )->dict:
+    "The canonical chat a `chat_row` holds: JSON text parsed back, absent fields left out (`content` is kept, even None)."
+    msgs = [{k: json.loads(v) if k == 'tool_calls' else v for k, v in m.items() if v is not None or k == 'content'} for m in row['messages']]
+    out = {'messages': msgs}
+    for k in ('tools', 'chat_template_kwargs'):
+        if row.get(k) is not None: out[k] = json.loads(row[k])
+    return out
+
+# %% ../nbs/01_records.ipynb #d5481b15
+NEEDS = ('tools', 'tool_calls', 'tool_results', 'reasoning', 'reasoning_earlier')
+
+def chat_needs(chat:dict, # a `canonical_chat`
+              )->dict:
+    "What rendering `chat` asks of a template, as counts: a tools list, tool-call turns, tool results, reasoning turns, and those of them a later user turn follows."
+    ms = chat['messages']
+    last_user = max((i for i, m in enumerate(ms) if m['role'] == 'user'), default=-1)
+    why = [i for i, m in enumerate(ms) if m.get('reasoning_content')]
+    return dict(tools=int(bool(chat.get('tools'))), tool_calls=sum('tool_calls' in m for m in ms), tool_results=sum(m['role'] == 'tool' for m in ms),
+                reasoning=len(why), reasoning_earlier=sum(i < last_user for i in why))
 
 # %% ../nbs/01_records.ipynb #2e9dcbe0
 def data_fingerprint(paths:list, # data sources, as `data_files` gives them
@@ -188,19 +281,21 @@ def eval_source(cfg:dict, # a validated config (`load_config`)
 
 # %% ../nbs/01_records.ipynb #a2187989
 def _write_chats(src:DataSource, out:Path)->int:
-    "Check every record of `src` and write the kept ones to the Arrow file `out` in the same pass, each source's counts beside it; raise `DataError` listing the problems."
+    "Check every record of `src` and write the kept ones to the Arrow file `out` in the same pass; beside it (`.json`) each source's counts and the kept chats' `chat_needs` summed; raise `DataError` listing the problems."
     tmp, sch, rows, counts = out.with_name(f'{out.name}.{os.getpid()}.tmp'), CHATS_FEATURES.arrow_schema, [], []
+    needs = dict.fromkeys(NEEDS, 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     w = _Writer(tmp, sch)
-    def keep(msgs):
-        rows.append(msgs)
-        if len(rows) == BATCH_ROWS: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch)); rows.clear()
+    def keep(chat):
+        rows.append(chat_row(chat))
+        for k, v in chat_needs(chat).items(): needs[k] += v
+        if len(rows) == BATCH_ROWS: w.write(pa.RecordBatch.from_pylist(rows, schema=sch)); rows.clear()
     try:
         n, count, first = scan_chats(list(src.files), keep, src.weights or None, src.dedup, src.seed, counts)
-        if rows: w.write(pa.RecordBatch.from_pydict({'messages': rows}, schema=sch))
+        if rows: w.write(pa.RecordBatch.from_pylist(rows, schema=sch))
     finally: w.close()
     if count: tmp.unlink(); raise _problems_error(count, first)
-    out.with_suffix('.json').write_text(json.dumps(counts, ensure_ascii=False), encoding='utf-8')
+    out.with_suffix('.json').write_text(json.dumps(dict(counts=counts, needs=needs), ensure_ascii=False), encoding='utf-8')
     os.replace(tmp, out)
     return n
 
@@ -209,20 +304,32 @@ def _code_hash(mods=('formats', 'records'))->str:
     import importlib.util
     return hashlib.sha256(b''.join(Path(importlib.util.find_spec(f'qlora_nb.{m}').origin).read_bytes() for m in mods)).hexdigest()[:8]
 
+def _chats_file(src:DataSource)->Path: return cache_dir()/f'chats-v{CHATS_VERSION}'/f'{src.fingerprint}-{_code_hash()}.arrow'
+
 def _chats(src:DataSource)->Dataset:
-    out = cache_dir()/'chats'/f'{src.fingerprint}-{_code_hash()}.arrow'
+    out = _chats_file(src)
     if not out.exists(): _write_chats(src, out)
     return Dataset.from_file(str(out))
+
+def _beside(src:DataSource)->dict:
+    "What the pass that checked `src` wrote beside its chats: each source's counts, and the chats' needs."
+    _chats(src)
+    return json.loads(_chats_file(src).with_suffix('.json').read_text(encoding='utf-8'))
 
 def source_counts(src:DataSource, # a `DataSource` whose chats were checked (`load_chats`)
                  )->list[dict]:
     "Each source's counts from the pass that checked it: source, read, invalid, duplicates (dropped), kept (after its weight)."
-    return json.loads((cache_dir()/'chats'/f'{src.fingerprint}-{_code_hash()}.json').read_text(encoding='utf-8'))
+    return _beside(src)['counts']
 
 def load_chats(path, # a `DataSource`, or what `data_source` takes
               )->Dataset:
-    "The checked chats of the data source(s) at `path` as a memory-mapped `datasets.Dataset` with a `messages` column."
+    "The checked chats of the data source(s) at `path` as a memory-mapped `datasets.Dataset`: `messages`, `tools`, `chat_template_kwargs` (`chat_from_row` reads a row back)."
     return _chats(data_source(path))
+
+def chats_needs(path, # a `DataSource`, or what `data_source` takes
+               )->dict:
+    "The `chat_needs` of every checked chat of the data at `path`, summed (written with the checked-chat cache)."
+    return _beside(data_source(path))['needs']
 
 # %% ../nbs/01_records.ipynb #a2187990
 def check_data(path, # a `DataSource`, or what `data_source` takes

@@ -373,7 +373,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                tokenizer_size=len(tok), pad_token=tok.pad_token, pad_token_id=tok.pad_token_id, eos_token=tok.eos_token,
                end_of_turn=end_of_turn_tokens(tok) if chat else [], stop_token_ids=stop_token_ids(tok, gen) if chat else
                list(dict.fromkeys([tok.eos_token_id, *([g] if isinstance(g := getattr(gen, 'eos_token_id', None), int) else g or [])])),
-               template=template_facts(tok) if chat else None, system_note=system_note(tok) if chat else None,
+               template=template_facts(tok, cfg['data']['chat_template_kwargs']) if chat else None, system_note=system_note(tok) if chat else None,
                device=str(dev), compute_dtype=str(dt).removeprefix('torch.'),
                mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok) if for_training else 'no',
                gradient_checkpointing=checkpointing(cfg, mc),
@@ -382,6 +382,13 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                tokenizer=tok, model_config=mc, generation_config=gen)
 
 # %% ../nbs/03_run.ipynb #c9913cd6
+def _can(t:TemplateFacts)->str:
+    "What a template renders of tool calls and reasoning, in words."
+    have = [w for w, ok in (('a tools list', t.tools), ('tool calls', t.tool_calls), ('tool results', t.tool_results)) if ok]
+    why = {'field': 'reasoning (reasoning_content)', 'inline': 'reasoning (<think> in the reply)'}.get(t.reasoning)
+    if why and not t.reasoning_past: why += ", dropped from replies a later user turn follows"
+    return ', '.join(have + [why or 'no reasoning']) if have or why else 'no tools, tool calls or reasoning'
+
 def run_report(run:Run, # a resolved run (`resolve_run`)
               )->str:
     "What `qlora-nb inspect` says about a resolved run: the model, its tokens and template, the adapters, device and precision."
@@ -393,7 +400,8 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
              f"Tokens: pad {run.pad_token!r} (id {run.pad_token_id}), EOS {run.eos_token!r}, end of turn "
              f"{', '.join(run.end_of_turn) or '(none: EOS is appended to the last reply)'}; generation stops at {', '.join(map(name, run.stop_token_ids))}.",
              *([f"Template: {'{% generation %} markers give the assistant mask' if t.generation_markers else 'replies found by rendering prefixes'}; "
-                f"{'it writes end-of-turn text after a reply' if t.ends_turn else 'it writes nothing after a reply, so EOS is appended'}."] if t else []),
+                f"{'it writes end-of-turn text after a reply' if t.ends_turn else 'it writes nothing after a reply, so EOS is appended'}; "
+                f"it renders {_can(t)}."] if t else []),
              *([run.system_note] if run.system_note else []),
              "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
              + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',

@@ -14,7 +14,8 @@ from .records import DataError
 
 # %% auto #0
 __all__ = ['format_messages', 'assistant_char_spans', 'ends_turn', 'system_supported', 'fold_system', 'system_note',
-           'TemplateFacts', 'template_facts', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
+           'TemplateFacts', 'template_facts', 'template_lacks', 'check_template_needs', 'reasoning_note',
+           'template_messages', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
            'untrained_end_of_turn', 'check_end_of_turn_trained']
 
 # %% ../nbs/02_template.ipynb #56187771
@@ -28,8 +29,8 @@ def _has_generation_markers(tokenizer)->bool:
     t = tokenizer.chat_template
     return isinstance(t, str) and re.search(r'\{%-?\s*generation\s*-?%\}', t) is not None
 
-def _render(tokenizer, messages, add_generation_prompt=False)->str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _render(tokenizer, messages, add_generation_prompt=False, tools=None, kwargs=None)->str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, tools=tools, **(kwargs or {}))
 
 def _common_prefix(a:str, b:str)->int:
     n = min(len(a), len(b))
@@ -42,26 +43,45 @@ def _special_strings(tokenizer)->list[str]:
 
 def _reply_end(text:str, m:dict, start:int, tokenizer)->int:
     "End of a reply and the special token that closes it, found in `text` (for templates that are not prefix-stable)."
-    c = m['content']
-    cands = [c, c.strip(), c.split('</think>')[-1].strip()]
+    c = m.get('content') or ''
+    cands = [] if m.get('tool_calls') else [c, c.strip(), c.split('</think>')[-1].strip()]  # tool calls follow the text: end at the turn's end
     hits = [(text.find(x, start), x) for x in cands if x]
     hits = [(i, x) for i, x in hits if i >= 0]
-    if not hits: raise ValueError(f"the chat template renders this assistant reply in a way that cannot be found in the text: {c[:40]!r}; use a template with {{% generation %}} markers.")
+    if not hits:   # no text to find (a tool-call turn): the reply ends with the first end-of-turn token after its start
+        ends = [(text.find(t, start), t) for t in end_of_turn_tokens(tokenizer)]
+        ends = [(i, t) for i, t in ends if i >= 0]
+        if ends: i, t = min(ends); return i + len(t)
+        raise ValueError(f"the chat template renders this assistant reply in a way that cannot be found in the text: {c[:40]!r}; use a template with {{% generation %}} markers.")
     i, x = min(hits, key=lambda h: (h[0], -len(h[1])))
     end = i + len(x)
     rest = text[end:]
     tok = next((t for t in _special_strings(tokenizer) if rest.lstrip(' \n').startswith(t)), None)
     return end + (len(rest) - len(rest.lstrip(' \n')) + len(tok) if tok else 0)
 
-def assistant_char_spans(messages:list[dict], # a chat: list of {role, content}
+def _reply_start(text:str, messages, i:int, prev:int, tokenizer, tools, kwargs)->int:
+    "Where reply `i` starts in `text`: after what the text shares with the history and its generation prompt, never before the end of the turn before it."
+    head = _render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools, kwargs=kwargs)
+    start = max(_common_prefix(text, head), prev)
+    before = messages[i-1].get('content') if i else None
+    if messages[i-1]['role'] == 'assistant' or not before or (lo := text.find(before, prev)) < 0 or start >= lo + len(before): return start
+    # not prefix-stable (Qwen3 after a tool result): the history rendered alone differs, so find the generation prompt after that turn
+    lo, bare = lo + len(before), _render(tokenizer, messages[:i], tools=tools, kwargs=kwargs)
+    gp = head[len(bare):] if head.startswith(bare) else ''
+    for g in (gp, gp[:gp.find('\n')+1] if '\n' in gp else ''):
+        if g and (k := text.find(g, lo)) >= 0: return k + len(g)
+    return lo
+
+def assistant_char_spans(messages:list[dict], # a chat: canonical messages (roles, content, tool calls, reasoning)
                          tokenizer, # a tokenizer with a chat template
+                         tools:list|None=None, # the chat's tool schemas, rendered where the template puts them (never trained)
+                         kwargs:dict|None=None, # `chat_template_kwargs` for the template (e.g. Qwen3's `enable_thinking`)
                         )->list[tuple[int, int]]:
-    "Character spans of each assistant reply, end-of-turn text included, in the rendered conversation."
-    text, spans, prev = _render(tokenizer, messages), [], 0
+    "Character spans of each assistant reply (its reasoning and tool calls as the template renders them), end-of-turn text included, in the rendered conversation."
+    text, spans, prev = _render(tokenizer, messages, tools=tools, kwargs=kwargs), [], 0
     for i, m in enumerate(messages):
         if m['role'] != 'assistant': continue
-        start = max(_common_prefix(text, _render(tokenizer, messages[:i], add_generation_prompt=True)), prev)
-        upto = _render(tokenizer, messages[:i+1]).rstrip(' \n')
+        start = _reply_start(text, messages, i, prev, tokenizer, tools, kwargs)
+        upto = _render(tokenizer, messages[:i+1], tools=tools, kwargs=kwargs).rstrip(' \n')
         end = len(upto) if text.startswith(upto) and len(upto) > start else _reply_end(text, m, start, tokenizer)
         spans.append((start, end))
         prev = end
@@ -129,35 +149,124 @@ class TemplateFacts:
     "What `tokenize_conversation` needs to know about a chat template, found once per tokenizer rather than once per conversation."
     generation_markers: bool # the template marks replies with {% generation %}, so transformers gives the assistant mask
     ends_turn: bool # the template writes end-of-turn text after a reply (else EOS is appended and trained)
+    tools: bool = False # it renders a `tools` list (the tool schemas)
+    tool_calls: bool = False # it renders an assistant turn's `tool_calls`
+    tool_results: bool = False # it renders `tool` turns
+    reasoning: str|None = None # how it takes reasoning: 'field' (`reasoning_content`), 'inline' (`<think>…</think>` in the content), None: not at all
+    reasoning_past: bool = True # it keeps the reasoning of replies a later user turn follows (Qwen3's drops it)
 
 # %% ../nbs/02_template.ipynb #dc14bede
+_P = {k: f'\ue000{k}\ue001' for k in ('fn', 'arg', 'result', 'why1', 'why2')}   # probe strings no real text contains
+_PROBE_TOOLS = [{'type': 'function', 'function': {'name': _P['fn'], 'description': 'probe',
+                 'parameters': {'type': 'object', 'properties': {'q': {'type': 'string'}}, 'required': ['q']}}}]
+
+def _renders(tokenizer, messages, tools=None, kwargs=None)->str:
+    "The rendered probe, or '' when the template refuses or fails on it (a template that cannot take it)."
+    try: return _render(tokenizer, messages, tools=tools, kwargs=kwargs)
+    except Exception: return ''
+
+def _inline(why:str, content:str)->str: return f'<think>\n{why}\n</think>\n\n{content}'
+
+def _reasoning_probe(tokenizer, kwargs)->tuple[str|None, bool]:
+    "`(how, keeps_past)`: whether the template renders reasoning as a field or inline `<think>` text, and whether earlier replies keep it."
+    def chat(f): return [{'role': 'user', 'content': 'hi'}, f(_P['why1'], 'ok'), {'role': 'user', 'content': 'more'}, f(_P['why2'], 'ok')]
+    t = _renders(tokenizer, chat(lambda w, c: {'role': 'assistant', 'content': c, 'reasoning_content': w}), kwargs=kwargs)
+    if _P['why2'] in t: return 'field', _P['why1'] in t
+    if '<think>' not in (tokenizer.chat_template or ''): return None, True   # only a thinking template reads <think> in the content
+    t = _renders(tokenizer, chat(lambda w, c: {'role': 'assistant', 'content': _inline(w, c)}), kwargs=kwargs)
+    return ('inline', _P['why1'] in t) if _P['why2'] in t else (None, True)
+
 def template_facts(tokenizer, # a tokenizer with a chat template
+                   chat_template_kwargs:dict|None=None, # the run's `data.chat_template_kwargs`, used for the probes too
                   )->TemplateFacts:
-    "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on."
-    return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer))
+    "The facts about `tokenizer`'s chat template that tokenizing a conversation depends on, each found by rendering a probe chat once."
+    kw = chat_template_kwargs
+    plain = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
+    call = [{'role': 'user', 'content': 'hi'},
+            {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'call00001', 'type': 'function', 'function': {'name': _P['fn'], 'arguments': {'q': _P['arg']}}}]},
+            {'role': 'tool', 'content': _P['result'], 'tool_call_id': 'call00001', 'name': _P['fn']}, {'role': 'assistant', 'content': 'ok'}]
+    t = _renders(tokenizer, call, _PROBE_TOOLS, kw)
+    how, past = _reasoning_probe(tokenizer, kw)
+    return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer),
+                         tools=_P['fn'] in _renders(tokenizer, plain, _PROBE_TOOLS, kw), tool_calls=_P['arg'] in t,
+                         tool_results=_P['result'] in t, reasoning=how, reasoning_past=past)
+
+# %% ../nbs/02_template.ipynb #9051acc1
+def template_lacks(facts:TemplateFacts, # the run's template facts (`template_facts`)
+                   needs:dict, # what data asks of a template (`records.chat_needs`, or `chats_needs` summed)
+                  )->list[tuple[int, str, str]]:
+    "What the data needs that the template cannot render, as `(count, what, what the data has)`; empty when it renders it all."
+    lack = [(needs.get('tools', 0), facts.tools, 'tools list', 'chats carry one'),
+            (needs.get('tool_calls', 0), facts.tool_calls, 'tool calls', 'assistant turns call tools'),
+            (needs.get('tool_results', 0), facts.tool_results, 'tool results', 'tool turns hold results'),
+            (needs.get('reasoning', 0), facts.reasoning is not None, 'reasoning', "assistant turns carry reasoning_content")]
+    return [(n, what, have) for n, ok, what, have in lack if n and not ok]
+
+def check_template_needs(facts:TemplateFacts, # the run's template facts (`template_facts`)
+                         needs:dict, # what the data asks of a template (`records.chats_needs`)
+                         name:str='the model', # the model (family), as the sentence names it
+                        ):
+    "Refuse, in one sentence, data that needs what the chat template cannot render: tools, tool calls, tool results, reasoning."
+    for n, what, have in template_lacks(facts, needs)[:1]:
+        raise DataError(f"{name}: its chat template renders no {what}, but {n} {have} in the training data, which would be dropped without "
+                        f"a word; use a model whose template renders {'them' if what != 'reasoning' else 'it'} (Qwen3{', Qwen2.5, Llama 3.1' if 'tool' in what else ''}), "
+                        f"or remove {'reasoning_content' if what == 'reasoning' else 'the tool turns'} from the data.")
+
+def reasoning_note(facts:TemplateFacts, # the run's template facts
+                   needs:dict, # what the data asks of a template (`records.chats_needs`)
+                   reasoning_turns:str='last', # `data.reasoning_turns`
+                  )->str|None:
+    "The sentence `inspect` and the training log print, once, when the template drops the reasoning of earlier replies; None when nothing is dropped."
+    n = needs.get('reasoning_earlier', 0)
+    if not n or facts.reasoning_past or reasoning_turns == 'each': return None
+    return (f"The chat template drops the reasoning of replies that a later user turn follows (as Qwen3's does), so {n} of "
+            f"{needs['reasoning']} reasoning turns are not trained on; set data.reasoning_turns=each to train each reply in its own row.")
 
 # %% ../nbs/02_template.ipynb #f91e8bb7
-def tokenize_conversation(messages:list[dict], # a chat: list of {role, content}
+def template_messages(messages:list[dict], # canonical messages
+                      facts:TemplateFacts, # the template's facts
+                     )->list[dict]:
+    "`messages` as the template reads them: reasoning as `reasoning_content` or as `<think>` text in the content, the way the template takes it."
+    if facts.reasoning != 'inline': return messages
+    return [{**{k: v for k, v in m.items() if k != 'reasoning_content'}, 'content': _inline(m['reasoning_content'], m.get('content') or '')}
+            if m.get('reasoning_content') else m for m in messages]
+
+def tokenize_conversation(messages:list[dict], # a chat: canonical messages (roles, content, tool calls, reasoning)
                           tokenizer, # a fast tokenizer with a chat template
                           max_length:int|None=1024, # longer conversations are cut at the right; None: no cut
                           facts:TemplateFacts|None=None, # `template_facts(tokenizer)`, found once by the caller; None: found here
+                          tools:list|None=None, # the chat's tool schemas (rendered, never trained)
+                          chat_template_kwargs:dict|None=None, # switches the template reads (Qwen3's `enable_thinking`)
+                          last_only:bool=False, # loss on the last assistant turn only (a row of `data.reasoning_turns: each`)
                          )->dict:
-    "`input_ids`, `attention_mask` and `labels` (-100 except on assistant replies and their end-of-turn token)."
-    facts = facts or template_facts(tokenizer)
-    messages = fold_system([{'role': m['role'], 'content': m['content']} for m in messages], tokenizer)
-    try: return _tokenize_conversation(messages, tokenizer, max_length, facts)
+    "`input_ids`, `attention_mask` and `labels` (-100 except on assistant replies — their reasoning and tool calls — and their end-of-turn token)."
+    facts = facts or template_facts(tokenizer, chat_template_kwargs)
+    check_template_needs(facts, dict(tools=int(bool(tools)), tool_calls=sum('tool_calls' in m for m in messages),
+                                     tool_results=sum(m['role'] == 'tool' for m in messages),
+                                     reasoning=sum(bool(m.get('reasoning_content')) for m in messages)))
+    messages = fold_system(template_messages([dict(m) for m in messages], facts), tokenizer)
+    try: return _tokenize_conversation(messages, tokenizer, max_length, facts, tools or None, chat_template_kwargs, last_only)
     except TemplateError as e:
-        raise DataError(f"the chat template refuses the conversation that starts {messages[0]['content'][:40]!r}: {e}; "
+        raise DataError(f"the chat template refuses the conversation that starts {(messages[0].get('content') or '')[:40]!r}: {e}; "
                         "make its turns alternate user / assistant after an optional system turn.") from None
 
-def _tokenize_conversation(messages, tokenizer, max_length, facts):
+def _last_run(mask:list[int])->list[int]:
+    "`mask` with only its last run of ones kept."
+    end = max((k for k, m in enumerate(mask) if m), default=-1)
+    start = end
+    while start > 0 and mask[start-1]: start -= 1
+    return [int(start <= k <= end and end >= 0) for k in range(len(mask))]
+
+def _tokenize_conversation(messages, tokenizer, max_length, facts, tools=None, kwargs=None, last_only=False):
     if facts.generation_markers:
-        out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+        out = tokenizer.apply_chat_template(messages, tools=tools, return_dict=True, return_assistant_tokens_mask=True, **(kwargs or {}))
         ids, mask = list(out['input_ids']), list(out['assistant_masks'])
+        if last_only: mask = _last_run(mask)
     else:
-        text = _render(tokenizer, messages)
+        text = _render(tokenizer, messages, tools=tools, kwargs=kwargs)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, mask = list(enc['input_ids']), _mask_from_spans(enc['offset_mapping'], assistant_char_spans(messages, tokenizer))
+        spans = assistant_char_spans(messages, tokenizer, tools, kwargs)
+        ids, mask = list(enc['input_ids']), _mask_from_spans(enc['offset_mapping'], spans[-1:] if last_only else spans)
     if messages[-1]['role'] == 'assistant' and not facts.ends_turn and ids[-1:] != [tokenizer.eos_token_id]:
         last = max((k for k, m in enumerate(mask) if m), default=len(mask)-1)
         ids, mask = ids + [tokenizer.eos_token_id], mask[:last+1] + [1]*(len(mask)-last)

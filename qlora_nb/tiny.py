@@ -36,10 +36,17 @@ def read_sample_chats()->list[dict]:
 SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|pad|>']
 
 CHAT_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>tools\n' }}{%- for t in tools %}{{- t | tojson + '\n' }}{%- endfor %}{{- '<|im_end|>\n' }}{%- endif %}"
     "{%- for message in messages %}"
     "{{- '<|im_start|>' + message['role'] + '\n' }}"
     "{%- if message['role'] == 'assistant' %}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}{{- '\n' }}"
+    "{%- generation %}"
+    "{%- if message.reasoning_content %}{{- '<think>\n' + message.reasoning_content + '\n</think>\n\n' }}{%- endif %}"
+    "{{- message['content'] or '' }}"
+    "{%- for call in message.tool_calls or [] %}"
+    "{{- '<tool_call>' + {'name': call.function.name, 'arguments': call.function.arguments} | tojson + '</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}{%- endgeneration %}{{- '\n' }}"
     "{%- else %}{{- message['content'] + '<|im_end|>' + '\n' }}{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
@@ -47,10 +54,15 @@ CHAT_TEMPLATE = (
 
 CHATML_TOKENS = dict(eos_token='<|im_end|>', pad_token='<|pad|>', unk_token=None, bos_token=None)
 
+def _plain(chat:dict)->bool:
+    "Whether a chat is text turns only: no tools, tool calls, tool results or reasoning."
+    return not chat.get('tools') and not any(m['role'] == 'tool' or m.get('tool_calls') or m.get('reasoning_content') for m in chat['messages'])
+
 def chat_texts(chats, # chat records, as `read_sample_chats` gives
               ):
-    "Each turn of `chats` as `role\\ncontent`: the text a tokenizer for them is trained on."
+    "Each turn of the plain chats (no tools, no reasoning) as `role\\ncontent`: the text a tokenizer for them is trained on."
     for c in chats:
+        if not _plain(c): continue   # the tool and reasoning chats came later: leaving them out keeps every vocabulary as it was
         for m in c['messages']: yield f"{m['role']}\n{m['content']}"
 
 # %% ../nbs/10_tiny.ipynb #90da4faf
@@ -167,7 +179,7 @@ def make_tiny_model(out_dir, # folder to save the model and tokenizer into (crea
     return out
 
 # %% ../nbs/10_tiny.ipynb #c832b91b
-TINY_VERSION = 2  # 2: SentencePiece tokenizer (was byte-level BPE). Bump when make_tiny_model changes what it builds, so old caches are not reused
+TINY_VERSION = 3  # 3: the template renders tools, tool calls and reasoning; 2: SentencePiece tokenizer (was byte-level BPE). Bump when make_tiny_model changes what it builds, so old caches are not reused
 
 # %% ../nbs/10_tiny.ipynb #1c7877e4
 def built_once(out:Path, # the folder to fill

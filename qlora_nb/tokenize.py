@@ -11,8 +11,10 @@ import pyarrow as pa
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from .files import cache_dir
-from .records import BATCH_ROWS, DataSource, _Writer, _chats, data_source, eval_source, source_counts, train_source
-from .template import TemplateFacts, format_messages, template_facts, tokenize_conversation
+from .records import (BATCH_ROWS, DataSource, _Writer, NEEDS, _chats, chat_from_row, chat_needs, chats_needs, data_source,
+                              eval_source, source_counts, train_source)
+from .template import (TemplateFacts, check_template_needs, format_messages, reasoning_note, template_facts, template_lacks,
+                               tokenize_conversation)
 
 # %% auto #0
 __all__ = ['TOKENIZED_FEATURES', 'STATS', 'MIN_ROWS_PER_PROC', 'tokenize_seed', 'cpu_count', 'data_num_proc', 'tokenize_chats',
@@ -32,37 +34,51 @@ def tokenize_seed(batch:dict, # a batch of records with a `messages` column
 # %% ../nbs/04_tokenize.ipynb #131b126c
 TOKENIZED_FEATURES = Features({'input_ids': List(Value('int32')), 'attention_mask': List(Value('int8')),
                                'labels': List(Value('int32')), 'length': Value('int32')})
-STATS = ('conversations', 'truncated', 'dropped_too_long', 'dropped_no_trained_token')
+STATS = ('conversations', 'truncated', 'dropped_too_long', 'dropped_no_trained_token', 'left_out_unrenderable')
 
-def _chat_rows(batch:list, tokenizer, max_length:int, truncation:str, facts:TemplateFacts, stats:dict)->dict:
-    "Tokenized columns of the kept conversations of one batch; the counts added to `stats`."
+def _turn_chats(chat:dict, reasoning_turns:str)->list[list]:
+    "The message lists a chat becomes rows of: itself, or under 'each' its history up to each assistant turn (loss on that turn only)."
+    ms = chat['messages']
+    if reasoning_turns != 'each': return [ms]
+    return [ms[:k+1] for k, m in enumerate(ms) if m['role'] == 'assistant']
+
+def _chat_rows(batch:list, tokenizer, max_length:int, truncation:str, facts:TemplateFacts, stats:dict,
+               reasoning_turns:str='last', kwargs:dict|None=None, leave_out:bool=False)->dict:
+    "Tokenized columns of the kept conversations of one batch (checked-chat rows); the counts added to `stats`."
     cols = {k: [] for k in TOKENIZED_FEATURES}
-    for msgs in batch:
-        x = tokenize_conversation(msgs, tokenizer, None, facts)
-        n = len(x['input_ids'])
-        long, stats['conversations'] = n > max_length, stats['conversations'] + 1
-        if long and truncation == 'drop': stats['dropped_too_long'] += 1; continue
-        stats['truncated'] += long
-        if all(l == -100 for l in x['labels'][:max_length]): stats['dropped_no_trained_token'] += 1; continue
-        for k in ('input_ids', 'attention_mask', 'labels'): cols[k].append(x[k][:max_length])
-        cols['length'].append(min(n, max_length))
+    for row in batch:
+        chat = chat_from_row(row)
+        kw = {**(kwargs or {}), **chat.get('chat_template_kwargs', {})} or None   # a record's switches win over the config's
+        stats['conversations'] += 1
+        if leave_out and template_lacks(facts, chat_needs(chat)): stats['left_out_unrenderable'] += 1; continue   # bundled sample chats only
+        for msgs in _turn_chats(chat, reasoning_turns):
+            x = tokenize_conversation(msgs, tokenizer, None, facts, chat.get('tools'), kw, last_only=reasoning_turns == 'each')
+            n = len(x['input_ids'])
+            long = n > max_length
+            if long and truncation == 'drop': stats['dropped_too_long'] += 1; continue
+            stats['truncated'] += long
+            if all(l == -100 for l in x['labels'][:max_length]): stats['dropped_no_trained_token'] += 1; continue
+            for k in ('input_ids', 'attention_mask', 'labels'): cols[k].append(x[k][:max_length])
+            cols['length'].append(min(n, max_length))
     return cols
 
 def _seed_rows(batch:list, tokenizer, max_length:int, stats:dict)->dict:
     stats['conversations'] += len(batch)
-    return dict(tokenize_seed({'messages': batch}, tokenizer, max_length))
+    return dict(tokenize_seed({'messages': [chat_from_row(r)['messages'] for r in batch]}, tokenizer, max_length))
 
 # %% ../nbs/04_tokenize.ipynb #b4c5d6e7
 def _message_batches(src, lo:int, hi:int):
-    "The `messages` of rows `lo:hi` of `src`, a batch at a time: an Arrow file read as a stream (flat memory), or a `Dataset`."
+    "The checked-chat rows `lo:hi` of `src` (`chat_row`s), a batch at a time: an Arrow file read as a stream (flat memory), or a `Dataset`."
     if isinstance(src, Dataset):
-        for i in range(lo, hi, BATCH_ROWS): yield src[i:min(i+BATCH_ROWS, hi)]['messages']
+        for i in range(lo, hi, BATCH_ROWS):
+            b = src[i:min(i+BATCH_ROWS, hi)]
+            yield [dict(zip(b, vals)) for vals in zip(*b.values())]
         return
     at = 0
     with pa.OSFile(str(src)) as f:
         for b in pa.ipc.open_stream(f):
             a, z = max(lo - at, 0), min(hi - at, b.num_rows)
-            for i in range(a, z, BATCH_ROWS): yield b.column('messages').slice(i, min(BATCH_ROWS, z - i)).to_pylist()
+            for i in range(a, z, BATCH_ROWS): yield b.slice(i, min(BATCH_ROWS, z - i)).to_pylist()
             at += b.num_rows
             del b; pa.default_memory_pool().release_unused()
             if at >= hi: return
@@ -136,7 +152,7 @@ def _dataset(parts:list)->Dataset:
     return concatenate_datasets(dss) if len(dss) > 1 else dss[0]
 
 # %% ../nbs/04_tokenize.ipynb #e9f0a1b2
-def tokenize_chats(ds:Dataset, # a `messages` column, as `load_chats` gives
+def tokenize_chats(ds:Dataset, # checked chats, as `load_chats` gives
                    tokenizer, # a fast tokenizer with a chat template
                    max_length:int=1024, # tokens a row may hold
                    truncation:str='right', # 'right': cut longer conversations; 'drop': leave them out
@@ -144,12 +160,15 @@ def tokenize_chats(ds:Dataset, # a `messages` column, as `load_chats` gives
                    out_dir:Path|None=None, # write the rows to Arrow files here; None: keep them in memory
                    facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it
                    fmt:str='chat_template', # 'seed': the seed recipe's rows (`tokenize_seed`) instead
+                   reasoning_turns:str='last', # 'each': a row per assistant turn, loss on that turn (`data.reasoning_turns`)
+                   chat_template_kwargs:dict|None=None, # `data.chat_template_kwargs`: switches for the template
+                   leave_out:bool=False, # leave out the chats the template cannot render (the bundled sample chats), instead of refusing them
                   )->tuple[Dataset, dict]:
     "Tokenized rows with a `length` column, and counts: conversations, truncated, dropped (too long / nothing trained)."
     if fmt == 'seed': rows_fn = lambda b, st: _seed_rows(b, tokenizer, max_length, st)
     else:
-        facts = facts or template_facts(tokenizer)
-        rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st)
+        facts = facts or template_facts(tokenizer, chat_template_kwargs)
+        rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st, reasoning_turns, chat_template_kwargs, leave_out)
     files = [f['filename'] for f in ds.cache_files]
     plain = len(files) == 1 and ds._indices is None and len(ds) == ds.data.num_rows
     parts, stats = _run_parts(files[0] if plain else ds, len(ds), rows_fn, num_proc if out_dir else 1, out_dir)
@@ -180,9 +199,10 @@ def tokenized_key(data_fp:str, # `data_fingerprint` of the data files
                   tokenizer, # the run's tokenizer
                   data:dict, # the `data` section of a resolved config
                  )->str:
-    "The cache key of a tokenized dataset: data bytes, tokenizer, template, max_length, format, truncation, code version."
+    "The cache key of a tokenized dataset: data bytes, tokenizer, template, max_length, format, truncation, reasoning turns, template switches, code version."
     parts = dict(data=data_fp, tokenizer=tokenizer_fingerprint(tokenizer), max_length=data['max_length'],
-                 format=data['format'], truncation=data['truncation'], code=_code_version())
+                 format=data['format'], truncation=data['truncation'], reasoning_turns=data['reasoning_turns'],
+                 chat_template_kwargs=data['chat_template_kwargs'], leave_out=data.get('leave_out', False), code=_code_version())
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 # %% ../nbs/04_tokenize.ipynb #5c0e1a02
@@ -198,19 +218,25 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
                     data:dict, # the `data` section of a resolved config
                     log=print, # called with one line: tokenized now, or found in the cache
                     facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it (a resolved run)
+                    name:str='the model', # the model, as a refusal names it
                    )->tuple[Dataset, dict]:
     "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
     src = data_source(path)
     paths, fp = list(src.files), src.fingerprint
-    key = tokenized_key(fp, tokenizer, data)
+    needs = chats_needs(src) if data['format'] == 'chat_template' else {}
+    facts = facts or (template_facts(tokenizer, data['chat_template_kwargs']) if needs else None)
+    bundled = src.name == 'builtin:sample_chats'   # our own samples: those the template cannot render are left out, and said
+    if needs and not bundled: check_template_needs(facts, needs, name)   # before anything is tokenized, and before any model loads
+    key = tokenized_key(fp, tokenizer, {**data, 'leave_out': bundled})
     final = cache_dir()/'tokenized'/key
     if not (final/'info.json').exists():
         t0, chats = time.time(), _chats(src)
         procs = data_num_proc(data['num_proc'], len(chats))
         tmp = final.with_name(f'{key}.tmp-{os.getpid()}')
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'])
-        stats['sources'] = source_counts(src)
+        parts, stats = tokenize_chats(chats, tokenizer, data['max_length'], data['truncation'], procs, tmp, facts, data['format'],
+                                      data['reasoning_turns'], data['chat_template_kwargs'], bundled)
+        stats = {**stats, **{k: v for k, v in needs.items() if v}, 'sources': source_counts(src)}   # what the chats hold, for `inspect_report`
         files = [Path(f['filename']).name for f in parts.cache_files]
         (tmp/'info.json').write_text(json.dumps(dict(files=files, stats=stats, data=[str(p) for p in paths])), encoding='utf-8')
         try: os.replace(tmp, final)
@@ -219,6 +245,10 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
     else:
         stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
         log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
+    if stats.get('left_out_unrenderable'):
+        log(f"The chat template renders no {' / '.join(w for _, w, _ in template_lacks(facts, needs))}, so {stats['left_out_unrenderable']} of the bundled "
+            "sample chats (those with tool calls or reasoning) are left out; data of your own with them would be refused.")
+    if needs and (note := reasoning_note(facts, needs, data['reasoning_turns'])): log(note)
     info = json.loads((final/'info.json').read_text(encoding='utf-8'))
     if src.dedup or len(paths) > 1 or any(w != 1 for w in src.weights): log(sources_text(info['stats'].get('sources', [])))
     return _dataset([final/f for f in info['files']]), info['stats']
@@ -240,8 +270,8 @@ def build_datasets(config:dict, # a validated config (`load_config`)
                   )->Datasets:
     "The tokenized training set, eval set (or None) and counts of a config: read once, through the cache."
     d = config['data']
-    ds, stats = tokenized_chats(train or train_source(config), tokenizer, d, log, facts)
-    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or eval_source(config), tokenizer, d, log, facts)[0], stats)
+    ds, stats = tokenized_chats(train or train_source(config), tokenizer, d, log, facts, config['model_name'])
+    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or eval_source(config), tokenizer, d, log, facts, config['model_name'])[0], stats)
     if not d['eval_fraction']: return Datasets(ds, None, stats)
     import numpy as np
     perm = np.random.default_rng(config['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it
@@ -259,7 +289,6 @@ def marked(row:dict, # a tokenized row: `input_ids` and `labels`
         run.append(t); cur = l != -100
     if run: out.append(f'[[{tokenizer.decode(run)}]]' if cur else tokenizer.decode(run))
     return ''.join(out)
-
 
 # %% ../nbs/04_tokenize.ipynb #682e4540
 def _token_counts(ds:Dataset)->tuple['np.ndarray', int]:
@@ -287,7 +316,11 @@ def inspect_report(cfg:dict, # a validated config
              f"Tokens per row (format {d['format']}, max_length {d['max_length']}): "
              + ', '.join(f"p{q} {np.percentile(lens, q):.0f}" for q in (50, 90, 99)) + f", max {lens.max()}.",
              f"Truncation '{d['truncation']}': {st.get('truncated', 0)} truncated, {st.get('dropped_too_long', 0)} dropped as too long, "
-             f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token.",
+             f"{st.get('dropped_no_trained_token', 0)} dropped with no trained token"
+             + (f", {st['left_out_unrenderable']} bundled sample chats left out (the template cannot render them)." if st.get('left_out_unrenderable') else '.'),
+             *([f"Tools and reasoning: {st.get('tools', 0)} chats with a tools list, {st.get('tool_calls', 0)} tool-call turns, "
+                f"{st.get('tool_results', 0)} tool results, {st.get('reasoning', 0)} reasoning turns ({st.get('reasoning_earlier', 0)} "
+                f"before a later user turn); reasoning_turns '{d['reasoning_turns']}'."] if any(st.get(k) for k in NEEDS) else []),
              f"Trained on: {trained:,} of {int(lens.sum()):,} tokens ({trained/lens.sum():.1%}).",
              "Example (trained tokens in [[ ]]):", marked(ds[0], tokenizer)]
     return '\n'.join(lines)

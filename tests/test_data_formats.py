@@ -7,7 +7,11 @@ import pytest
 
 from qlora_nb.config import ConfigError, load_config
 from qlora_nb.formats import DataError, canonical_records, from_sharegpt, record_format, read_records, to_canonical
-from qlora_nb.records import check_data, data_source, load_chats, scan_chats, source_counts, train_source
+from qlora_nb.records import chat_from_row, check_data, data_source, load_chats, scan_chats, source_counts, train_source
+
+def messages(ds)->list:
+    "The messages of each checked chat, as the canonical record has them (`chat_from_row`)."
+    return [chat_from_row(r)['messages'] for r in ds]
 from conftest import refused, run
 
 # The same three conversations in each format (one with a system prompt, one with an earlier exchange).
@@ -48,7 +52,7 @@ def write(recs:list, path:Path)->Path:
 @pytest.mark.parametrize('fmt', list(AS))
 def test_every_kind_and_format_reads_the_same_chats(tmp_path, kind, fmt):
     p = write(AS[fmt], tmp_path/(f'd{kind}' if kind != 'saved' else 'saved'))
-    assert [m for m in load_chats(p)['messages']] == CHATS
+    assert messages(load_chats(p)) == CHATS
 
 def test_detection_per_record():
     assert [record_format(r) for r in (*AS['messages'][:1], *AS['sharegpt'][:1], *AS['alpaca'][:1], {'text': 'x'}, [1])] == \
@@ -122,12 +126,12 @@ def test_weights_deterministic_and_counted(tmp_path):
     b = write([{'instruction': f'指示{i}', 'output': '出力'} for i in range(300)], tmp_path/'b.parquet')
     spec = [{'path': str(a), 'weight': 0.25}, {'path': str(b), 'weight': 2.5}]
     one, two, other = [data_source(spec, dedup=True, seed=s) for s in (7, 7, 8)]
-    rows = load_chats(one)['messages']
-    assert rows == load_chats(two)['messages'] and one.fingerprint == two.fingerprint != other.fingerprint
+    rows = messages(load_chats(one))
+    assert rows == messages(load_chats(two)) and one.fingerprint == two.fingerprint != other.fingerprint
     c = source_counts(one)
     assert [(x['read'], x['invalid'], x['duplicates']) for x in c] == [(2_000, 0, 0), (300, 0, 0)]
     assert 400 <= c[0]['kept'] <= 600 and 700 <= c[1]['kept'] <= 800 and len(rows) == c[0]['kept'] + c[1]['kept']
-    assert load_chats(other)['messages'] != rows                            # another seed, other samples
+    assert messages(load_chats(other)) != rows                            # another seed, other samples
     assert data_source([{'path': str(a), 'weight': 2}], seed=1).fingerprint == data_source([{'path': str(a), 'weight': 2}], seed=2).fingerprint
 
 def test_dedup_per_source_and_off(tmp_path):
@@ -160,7 +164,7 @@ def test_saved_dataset_dict_folder(tmp_path):
     import datasets
     ds = datasets.Dataset(pa.Table.from_struct_array(pa.array(AS['alpaca'])))
     datasets.DatasetDict(train=ds, test=ds.select([0])).save_to_disk(str(tmp_path/'dd'))
-    assert load_chats(tmp_path/'dd')['messages'] == CHATS
+    assert messages(load_chats(tmp_path/'dd')) == CHATS
     datasets.DatasetDict(test=ds).save_to_disk(str(tmp_path/'nt'))
     with pytest.raises(DataError, match="a DatasetDict without a 'train' split"): load_chats(tmp_path/'nt')
 

@@ -18,7 +18,15 @@ record = st.one_of(json_value, st.fixed_dictionaries({'messages': st.lists(any_m
 def valid(r):
     ms = r.get('messages') if isinstance(r, dict) else None
     return (isinstance(ms, list) and len(ms) > 0 and all(isinstance(m, dict) and m.get('role') in ROLES and isinstance(m.get('content'), str) for m in ms)
-            and any(m['role'] == 'assistant' for m in ms))
+            and any(m['role'] == 'assistant' for m in ms) and called_before_results(ms))
+
+def called_before_results(ms)->bool:
+    "Every tool result follows an assistant turn with tool calls (these records never have any, so: no tool turns)."
+    called = False
+    for m in ms:
+        if m['role'] == 'tool' and not called: return False
+        called = bool(m.get('tool_calls')) or (called and m['role'] == 'tool')
+    return True
 
 @given(record)
 @settings(max_examples=300, deadline=None)
@@ -38,7 +46,7 @@ def test_files_report_every_bad_record(tmp_path, recs):
             assert check_data(p) == len(recs); continue
         with pytest.raises(DataError) as e: check_data(p)
         msg = str(e.value)
-        for i in bad[:5]:  # each bad record is named, by line (JSONL) or record index (JSON array)
+        for i in (bad[:5] if '… and' not in msg else bad[:1]):  # each bad record is named, by line (JSONL) or record index (JSON array), up to MAX_PROBLEMS problems
             assert (f'line {i+1}:' if suffix == '.jsonl' else f'record {i}:') in msg
 
 @given(st.binary(max_size=60))
@@ -75,7 +83,7 @@ def test_cli_bad_data_exit_2_nothing_written(tmp_path):
 
 def test_cli_inspect_reports(tmp_path):
     r = run('inspect', '--set', 'data.eval_fraction=0.1', cwd=tmp_path, rc=0)
-    assert '270 rows to train on, 30 conversations to evaluate on' in r.stdout and '[[' in r.stdout and 'Trained on:' in r.stdout
+    assert '275 rows to train on, 31 conversations to evaluate on' in r.stdout and '[[' in r.stdout and 'Trained on:' in r.stdout
 
 def test_train_logs_eval_loss(tmp_path):
     from qlora_nb.config import load_config

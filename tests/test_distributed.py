@@ -3,6 +3,7 @@ import math, re, time
 
 import pytest
 import torch
+from qlora_nb.records import CHATS_VERSION
 from qlora_nb.tiny import TINY_VERSION
 from conftest import FAULT, first_chats, run, sets, torchrun
 
@@ -71,7 +72,7 @@ def test_main_process_writes_and_reports_once(runs):
     assert p.stdout.count('Trained builtin:tiny') == 1                    # the summary comes from rank 0 only
     assert (p.stdout + p.stderr).count('train_runtime') == 1               # so does the Trainer's log
     cache = sorted(x.name for x in runs['cache'].iterdir() if not x.name.startswith('.'))
-    assert cache == ['chats', 'tiny-llama-v%d' % TINY_VERSION, 'tokenized'], cache   # the model built once; checked chats and rows cached
+    assert cache == ['chats-v%d' % CHATS_VERSION, 'tiny-llama-v%d' % TINY_VERSION, 'tokenized'], cache   # the model built once; checked chats and rows cached
     assert len(list((runs['cache']/'tokenized').iterdir())) == 1                     # one entry, whichever rank wrote it
     assert not [x for x in runs['cache'].iterdir() if x.name.startswith('.building-')]
 

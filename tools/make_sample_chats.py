@@ -564,6 +564,51 @@ def build_language(rng, pool, lang, seen):
 
     return records
 
+# --------------------------------------------------------------------------
+# Tool calls and reasoning (the canonical record: tools, tool_calls, tool turns, reasoning_content)
+# --------------------------------------------------------------------------
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather of a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+CALC = {"type": "function", "function": {"name": "calculate", "description": "計算式を評価する",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+
+def _call(name, **arguments):
+    return {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+TOOL_AND_REASONING_CHATS = [
+    {"tools": [WEATHER], "messages": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        _call("get_weather", city="Paris"),
+        {"role": "tool", "name": "get_weather", "content": "{\"weather\": \"sunny\", \"temperature\": 21}"},
+        {"role": "assistant", "content": "It is sunny in Paris, 21 degrees."}]},
+    {"tools": [WEATHER], "messages": [
+        {"role": "system", "content": "あなたは親切なアシスタントです。短く答えてください。"},
+        {"role": "user", "content": "東京の天気は？"},
+        _call("get_weather", city="東京"),
+        {"role": "tool", "name": "get_weather", "content": "{\"天気\": \"雨\", \"気温\": 15}"},
+        {"role": "assistant", "content": "東京は雨で、気温は15度です。"}]},
+    {"messages": [
+        {"role": "user", "content": "What is 12 + 30?"},
+        {"role": "assistant", "reasoning_content": "12 + 30: 10 + 30 = 40, and 2 more is 42.", "content": "12 + 30 = 42."}]},
+    {"chat_template_kwargs": {"enable_thinking": True}, "messages": [
+        {"role": "user", "content": "7 + 5 は？"},
+        {"role": "assistant", "reasoning_content": "7 に 3 を足すと 10、残りの 2 を足して 12。", "content": "7 + 5 = 12。"},
+        {"role": "user", "content": "では 12 + 9 は？"},
+        {"role": "assistant", "reasoning_content": "12 に 8 を足すと 20、残りの 1 を足して 21。", "content": "12 + 9 = 21。"}]},
+    {"tools": [CALC], "messages": [
+        {"role": "user", "content": "23 × 4 を計算してください。"},
+        {"role": "assistant", "reasoning_content": "掛け算なので計算ツールを使う。", "content": "",
+         "tool_calls": [{"type": "function", "function": {"name": "calculate", "arguments": {"expression": "23 * 4"}}}]},
+        {"role": "tool", "name": "calculate", "content": "92"},
+        {"role": "assistant", "content": "23 × 4 = 92 です。"}]},
+    {"messages": [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "Which day comes after Monday?"},
+        {"role": "assistant", "reasoning_content": "The week goes Monday, Tuesday, Wednesday.", "content": "Tuesday comes after Monday."}]},
+]
+TOOL_CHATS_AT = 100     # where they go in the shuffled file: not among the first chats tests take, nor the long tail
+
 
 def main():
     rng = random.Random(SEED)
@@ -573,6 +618,7 @@ def main():
     for lang in ("en", "ja"):
         records.extend(build_language(rng, pools[lang], lang, seen))
     rng.shuffle(records)
+    records[TOOL_CHATS_AT:TOOL_CHATS_AT] = TOOL_AND_REASONING_CHATS
 
     OUT_PATH.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT_PATH, "w", encoding="utf-8", newline="\n") as f:
@@ -585,6 +631,7 @@ def main():
     print(f"wrote {n} conversations to {OUT_PATH.relative_to(REPO_ROOT)}")
     print(f"  with system prompt: {n_sys}")
     print(f"  multi-turn:         {n_multi}")
+    print(f"  tools / reasoning:  {len(TOOL_AND_REASONING_CHATS)}")
 
 
 if __name__ == "__main__":
