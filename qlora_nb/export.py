@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_export.ipynb #f06c3e5d
 from __future__ import annotations
-import json, logging, os, re, shutil, subprocess, tempfile
+import json, logging, math, os, re, shutil, subprocess, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ __all__ = ['OUTTYPES', 'FAMILIES', 'READER_LIMITS', 'model_config', 'converter_c
            'check_convertible', 'convert_to_gguf', 'stop_strings', 'modelfile_text', 'run_system_prompt',
            'quantize_types', 'llama_cpp_module', 'check_quantize', 'quantize_command', 'quantize_gguf',
            'run_llama_quantize', 'export_gguf', 'gguf_roundtrip', 'load_gguf', 'llamacpp_vocab', 'llamacpp_tokens',
-           'llamacpp_logits', 'llamacpp_greedy', 'families_table']
+           'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
 
 # %% ../nbs/04b_export.ipynb #45e5e856
 OUTTYPES = {'f32': 'float32', 'f16': 'float16', 'bf16': 'bfloat16', 'q8_0': 'bfloat16'}  # converter type -> dtype merged into
@@ -417,6 +417,23 @@ def llamacpp_greedy(llm, # a `load_gguf(..., logits_all=True)` model
         llm.eval(out[-1:])
     return out
 
+
+# %% ../nbs/04b_export.ipynb #a91449e7
+def perplexity(gguf_file, # a .gguf file
+               texts:list[str], # rendered chats (special tokens as text)
+               n_ctx:int=1024, # llama.cpp's context; longer texts are cut
+              )->float:
+    "llama.cpp's perplexity on `texts` running `gguf_file`: exp of the mean negative log-likelihood of each token given those before it."
+    llm = load_gguf(gguf_file, n_ctx=n_ctx, logits_all=True)
+    nll, n = 0.0, 0
+    try:
+        for t in texts:
+            ids = llamacpp_tokens(llm, t)[:n_ctx]
+            lp = torch.log_softmax(llamacpp_logits(llm, ids)[:-1].double(), -1)
+            nll -= lp.gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+            n += len(ids) - 1
+    finally: llm.close()
+    return float(torch.tensor(nll / n).exp())
 
 # %% ../nbs/04b_export.ipynb #1aa323cf
 # family: (transformers architecture, the tokenizer its hub models ship)

@@ -200,3 +200,58 @@ def test_default_stops_in_chat_completion(adapter, root):
             assert got['message']['content'] == want, (got['message']['content'], want)
     finally: llm.close()
     record('default', chat_completion_stops=True)
+
+def test_user_defined_pieces_kept_whole(tmp_path):
+    """Chat markers that a SentencePiece model holds as user-defined pieces (`user_defined_symbols`, as many real models carry
+    them) are typed CONTROL in the GGUF, so llama.cpp keeps them whole as SentencePiece does; typed NORMAL, llama.cpp spelled them out."""
+    import io, gguf, sentencepiece as spm
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from qlora_nb.tiny import CHAT_TEMPLATE, chat_texts, read_sample_chats, tokenizer_from_sentencepiece
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(chat_texts(read_sample_chats())), model_writer=buf, model_type='bpe', vocab_size=1024,
+        byte_fallback=True, character_coverage=1.0, normalization_rule_name='identity', add_dummy_prefix=False, remove_extra_whitespaces=False,
+        user_defined_symbols=['<|im_start|>', '<|im_end|>'], unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    tok = tokenizer_from_sentencepiece(buf.getvalue(), ['<unk>', '<s>', '</s>'], CHAT_TEMPLATE, eos_token='</s>', bos_token='<s>', pad_token=None)
+    d = tmp_path/'model'
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                 vocab_size=len(tok), bos_token_id=1, eos_token_id=2)).save_pretrained(d)
+    tok.save_pretrained(d); (d/'tokenizer.model').write_bytes(buf.getvalue())
+    f = convert_to_gguf(d, tmp_path/'gguf'/'model.gguf', 'f32')
+    types = gguf.GGUFReader(f).fields['tokenizer.ggml.token_type'].contents()
+    ids = [sp.piece_to_id(p) for p in ('<|im_start|>', '<|im_end|>')]
+    assert [types[i] for i in ids] == [gguf.TokenType.CONTROL] * 2, [types[i] for i in ids]
+    text = '<|im_start|>user\nこんにちは<|im_end|>\n'
+    llm = load_gguf(f)
+    try: assert llamacpp_tokens(llm, text) == sp.encode(text), (llamacpp_tokens(llm, text), sp.encode(text))
+    finally: llm.close()
+
+Q8_RUN = '''
+import sys
+from qlora_nb.export import load_gguf, llamacpp_logits, llamacpp_tokens
+llm = load_gguf(sys.argv[1], logits_all=True)
+x = llamacpp_logits(llm, llamacpp_tokens(llm, '<|im_start|>user\\n日本の首都は？<|im_end|>\\n<|im_start|>assistant\\n'))
+print(bool(x.isfinite().all()))
+llm.close()
+'''
+
+def test_quantized_files_run_and_perplexity(adapter, root):
+    """The default q8_0 and a q4_k_m made by llama.cpp's quantizer (llama-cpp-python's `llama_model_quantize`) run in llama.cpp
+    (each in its own process: a native build on an AMX CPU segfaults here); perplexity of held-out chats at f16, q8_0, q4_k_m."""
+    from qlora_nb.export import perplexity
+    from qlora_nb.tiny import read_sample_chats
+    q8 = export_gguf(adapter, root/'q8'/'model.gguf')
+    q4 = export_gguf(adapter, root/'q4'/'model.gguf', quantize='q4_k_m')
+    assert (q8['outtype'], q4['quantized'], q4['quantize_hint']) == ('q8_0', 'Q4_K_M', None)
+    assert sorted(p.name for p in (root/'q4').iterdir()) == ['Modelfile', 'model.gguf']
+    for f in (q8['output'], q4['output']):
+        p = subprocess.run([sys.executable, '-c', Q8_RUN, str(f)], env=run_env(), capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0 and p.stdout.strip().endswith('True'), f"{f}: exit {p.returncode} (-11: segfault)\n{p.stderr[-2000:]}"
+    f16 = export_gguf(adapter, root/'f16'/'model.gguf', outtype='f16')['output']
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(adapter)
+    held_out = [tok.apply_chat_template(c['messages'], tokenize=False) for c in read_sample_chats()[-8:]]
+    ppl = {t: perplexity(f, held_out) for t, f in (('f16', f16), ('q8_0', q8['output']), ('q4_k_m', q4['output']))}
+    print('\nperplexity of 8 held-out chats in llama.cpp: ' + ', '.join(f'{t} {v:.3f}' for t, v in ppl.items()))
+    record('default', perplexity={t: round(v, 3) for t, v in ppl.items()})
+    assert abs(ppl['q8_0'] / ppl['f16'] - 1) < 0.02 and abs(ppl['q4_k_m'] / ppl['f16'] - 1) < 0.25, ppl
