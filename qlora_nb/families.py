@@ -174,13 +174,14 @@ def replica_dir(family:str, # a key of `FAMILIES`
 # %% ../nbs/08_families.ipynb #bfd6e6ad
 COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export')
 
-def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py writes it
+def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py (and tests/test_llamacpp.py: llama.cpp) write it
                  )->str:
-    "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export), with the real models each stands for."
+    "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export, llama.cpp), with the real models each stands for."
     esc = lambda s: s.replace('|', '\\|')   # a `|` inside a Markdown table cell, even in code, ends the cell
     mark = lambda v: '✅' if v is True else '❌' if v is False else (v or '—')
-    lines = ['| family | stands for | tokenizer | ' + ' | '.join(COLUMNS) + ' | special handling |', '|---' * (len(COLUMNS) + 4) + '|']
+    cols = (*COLUMNS, 'llama.cpp')   # llama.cpp's column comes from tests/test_llamacpp.py
+    lines = ['| family | stands for | tokenizer | ' + ' | '.join(cols) + ' | special handling |', '|---' * (len(cols) + 4) + '|']
     for name, f in FAMILIES.items():
         r = results.get(name, {})
-        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in COLUMNS) + f" | {esc(f.notes)} |")
+        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in cols) + f" | {esc(f.notes)} |")
     return '\n'.join(lines)

@@ -92,7 +92,7 @@ def write_matrix():
     for fam, r in m['families'].items():
         x = RESULTS.get(fam)
         ok = x is not None and all(x[k] is True for k in ('tokens', 'bos', 'control', 'greedy')) and x['rel_l2'] < 1e-2
-        r['llama.cpp'] = (True if ok else False) if x else '— (not exported)'
+        r['llama.cpp'] = ok if x else '— (no GGUF: see export)'
         if x: r['llama.cpp_detail'] = x
     m['default'] = {'llama.cpp': RESULTS['default']}
     p.write_text(json.dumps(m, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
