@@ -28,11 +28,15 @@ CHATS = [
      {'role': 'user', 'content': 'ＡＢＣ１２３　全角の文字と　スペース。'}, {'role': 'assistant', 'content': 'ｶﾀｶﾅ も 😀😀 大丈夫です。\n'}],
 ]
 PROMPTS = [[{'role': 'user', 'content': '日本の首都はどこですか？'}], [{'role': 'user', 'content': 'What is 3 + 4?'}]]
-# the families whose replicas llama.cpp's converter takes (tests/test_families.py says why not for the rest), and the embedded default
-CASES = ['default'] + [f for f in FAMILIES if FAMILIES[f].kind == 'sentencepiece' and f != 'gpt_neox']
+# the families whose replicas llama.cpp's converter takes — SentencePiece ones and those on a real vocabulary (tests/test_families.py
+# says why not for the rest) — and the embedded default
+CASES = ['default'] + [f for f in FAMILIES if (FAMILIES[f].kind == 'sentencepiece' or FAMILIES[f].vocab) and f != 'gpt_neox']
 # the embedded default, trained long enough to end its replies (the stop test needs a model that stops)
 SETS = ['training.max_steps=60', 'training.learning_rate=5e-3', 'training.save_steps=1000', 'training.disable_tqdm=true']
 RESULTS = {}
+# where llama.cpp and the tokenizer are known to differ, and why (the test then expects the difference: strict xfail)
+KNOWN = {'mistral': "runs of spaces: transformers' fast tokenizer, made from Mistral's v3 SentencePiece model, splits `x  Paris` as "
+                    "x ▁▁ Par is where SentencePiece itself and llama.cpp give x ▁ ▁Paris"}
 
 def record(case, **kw): RESULTS.setdefault(case, {}).update(kw)
 
@@ -92,7 +96,7 @@ def write_matrix():
     for fam, r in m['families'].items():
         x = RESULTS.get(fam)
         ok = x is not None and all(x[k] is True for k in ('tokens', 'bos', 'control', 'greedy')) and x['rel_l2'] < 1e-2
-        r['llama.cpp'] = ok if x else '— (no GGUF: see export)'
+        r['llama.cpp'] = ('— (no GGUF: see export)' if x is None else True if ok else f"❌ {x['tokens']}" if isinstance(x['tokens'], str) else False)
         if x: r['llama.cpp_detail'] = x
     m['default'] = {'llama.cpp': RESULTS['default']}
     p.write_text(json.dumps(m, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
@@ -116,8 +120,12 @@ def test_tokenization(case):
         for gen, msgs in ((False, chat), (True, chat[:-1])):
             text = case.render(msgs, gen)
             want, got = case.ids(text), llamacpp_tokens(llm, text)
+            if got != want and case.name in KNOWN:
+                record(case.name, tokens=KNOWN[case.name])
+                pytest.xfail(KNOWN[case.name])
             record(case.name, tokens=got == want)
             assert got == want, (text, case.tok.convert_ids_to_tokens(want), [llm.detokenize([i], special=True) for i in got])
+    assert case.name not in KNOWN, f"{case.name} now tokenizes as the tokenizer does: take it out of KNOWN"
 
 @both
 def test_bos_once(case):
@@ -141,9 +149,10 @@ def test_bos_once(case):
     # a rendered chat that already holds BOS, handed to llama.cpp as a plain prompt, gets a second one where the GGUF adds BOS:
     # llama-server strips the template's BOS itself; llama-cli -p with a pre-rendered chat does not
     raw = llamacpp_tokens(llm, r.prompt, add_bos=True)
-    record(case.name, bos=ids == case.ids(r.prompt) and n_bos(ids) == want and (c is None or n_bos(c_ids) == want),
+    same = ids == case.ids(r.prompt) or case.name in KNOWN   # the ids themselves: test_tokenization
+    record(case.name, bos=same and n_bos(ids) == want and (c is None or n_bos(c_ids) == want),
            builtin_template=c is not None, bos_doubled_in_a_raw_prompt=n_bos(raw) == 2)
-    assert ids == case.ids(r.prompt) and n_bos(ids) == want, (ids[:3], v)
+    assert same and n_bos(ids) == want, (ids[:3], v)
     assert c is None or n_bos(c_ids) == want, (c, c_ids[:3])
 
 @both
