@@ -21,6 +21,7 @@ requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 docs_requirements = shlex.split(cfg.get('docs_requirements', ''))
 llamacpp_requirements = shlex.split(cfg.get('llamacpp_requirements', ''))
+test_requirements = shlex.split(cfg.get('test_requirements', ''))   # in dev too: the family tests and notebooks need them
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 min_python = cfg['min_python']
 py_versions = py_versions[py_versions.index(min_python):]
@@ -38,7 +39,8 @@ setuptools.setup(
     include_package_data=True,
     package_data={'qlora_nb': ['assets/*', 'assets/**/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'docs': docs_requirements, 'llamacpp': llamacpp_requirements},
+    extras_require={'dev': dev_requirements + test_requirements, 'test': test_requirements, 'docs': docs_requirements,
+                    'llamacpp': llamacpp_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
