@@ -35,8 +35,8 @@ CASES = ['default'] + [f for f in FAMILIES if (FAMILIES[f].kind == 'sentencepiec
 SETS = ['training.max_steps=60', 'training.learning_rate=5e-3', 'training.save_steps=1000', 'training.disable_tqdm=true']
 RESULTS = {}
 # where llama.cpp and the tokenizer are known to differ, and why (the test then expects the difference: strict xfail)
-KNOWN = {'mistral': "runs of spaces: transformers' fast tokenizer, made from Mistral's v3 SentencePiece model, splits `x  Paris` as "
-                    "x ▁▁ Par is where SentencePiece itself and llama.cpp give x ▁ ▁Paris"}
+KNOWN = {'mistral': "runs of spaces: transformers' fast tokenizer (from Mistral's v3 SentencePiece model) splits `x  Paris` "
+                    "as x ▁▁ Par is, SentencePiece and llama.cpp as x ▁ ▁Paris"}
 
 def record(case, **kw): RESULTS.setdefault(case, {}).update(kw)
 
@@ -65,7 +65,7 @@ class Case:
         else: convert_to_gguf(self.model_dir, f, outtype)
         return f
     def llm(self, outtype='f32'):
-        if outtype not in self.llms: self.llms[outtype] = load_gguf(self.gguf(outtype), logits_all=True)
+        if outtype not in self.llms: self.llms[outtype] = load_gguf(self.gguf(outtype), n_ctx=512, logits_all=True)
         return self.llms[outtype]
     def render(self, msgs, gen=False):
         from qlora_nb.data import fold_system
