@@ -21,6 +21,7 @@ requirements = shlex.split(cfg.get('requirements', ''))
 # every `NAME_requirements` key is an extra: dev, docs, ...
 extras = {k.removesuffix('_requirements'): shlex.split(v) for k, v in cfg.items()
           if k.endswith('_requirements') and k != 'requirements'}
+extras['dev'] = extras['dev'] + extras.get('test', [])   # the family tests and notebooks read the real vocabularies of `test`
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 min_python = cfg['min_python']
 py_versions = py_versions[py_versions.index(min_python):]

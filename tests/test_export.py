@@ -101,8 +101,11 @@ def test_unconvertible_tokenizer_is_refused_before_merge(adapter, tmp_path, monk
     assert err.count('\n') == 0, err   # one sentence
 
 def test_quantize(adapter, tmp_path, monkeypatch):
+    "Without llama-cpp-python (its quantizer is tested in tests/test_llamacpp.py): llama-quantize on PATH is run, else its command is printed."
+    import qlora_nb.export as E
     from qlora_nb.cli import export_text
     from qlora_nb.export import export_gguf
+    monkeypatch.setattr(E, 'llama_cpp_module', lambda: None)
     bin_dir = tmp_path/'bin'; bin_dir.mkdir()
     monkeypatch.setenv('PATH', f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin")
     # no llama-quantize: the bf16 file, and one sentence saying what to run
@@ -131,3 +134,23 @@ def test_system_prompt_of_the_run(tmp_path):
     f.write_text(''.join(json.dumps(c) + '\n' for c in chats))
     assert run_system_prompt({'training_data_json_path': str(f)}) is None
     assert run_system_prompt({'training_data_json_path': str(tmp_path/'missing.jsonl')}) is None
+
+def test_unigram_sentencepiece_is_refused(adapter, tmp_path):
+    "A SentencePiece unigram tokenizer.model (llm-jp-3's kind) would be served by llama.cpp with another segmentation: refused, in one sentence."
+    import io, sentencepiece as spm
+    from qlora_nb.config import ConfigError
+    from qlora_nb.export import check_convertible
+    from qlora_nb.tiny import chat_texts, read_sample_chats, tokenizer_from_sentencepiece
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(chat_texts(read_sample_chats())), model_writer=buf, model_type='unigram', vocab_size=800,
+                                   byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    d = tmp_path/'unigram'; d.mkdir()
+    (d/'config.json').write_text(json.dumps({'architectures': ['LlamaForCausalLM'], 'model_type': 'llama', 'vocab_size': 800}))
+    (d/'tokenizer.model').write_bytes(buf.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+    uni = Tokenizer(models.Unigram([(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.vocab_size())], unk_id=0, byte_fallback=True))
+    tok = PreTrainedTokenizerFast(tokenizer_object=uni, unk_token='<unk>', bos_token='<s>', eos_token='</s>')
+    with pytest.raises(ConfigError, match='unigram') as e: check_convertible(d, tok)
+    assert str(e.value).count('. ') == 0 and 'llama.cpp' in str(e.value)
