@@ -11,9 +11,9 @@ from pathlib import Path
 __all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'REAL_SIZES', 'VOCAB',
            'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats', 'write_jsonl',
            'work_data', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench', 'report_text',
-           'cmd_bench', 'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data', 'summarize_data',
-           'report_data_text', 'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab', 'bench_vocab',
-           'vocab_report_text', 'cmd_bench_vocab']
+           'cmd_bench', 'add_bench_parser', 'PeakMemory', 'data_config', 'prep_one', 'run_prep', 'bench_data',
+           'summarize_data', 'report_data_text', 'memory_arithmetic', 'vocab_model_dir', 'summarize_vocab',
+           'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -339,15 +339,15 @@ def _pss_mb(pid:int)->float:
     return 0.0
 
 class PeakMemory:
-    "Peak over time of the summed PSS of this process and its descendants, sampled by a thread every `every` seconds."
-    def __init__(self, every:float=0.1): self.every, self.peak_mb, self._stop = every, 0.0, None
+    "Peak over time of the summed PSS of process `root` (None: this one) and its descendants, sampled by a thread every `every` seconds."
+    def __init__(self, every:float=0.1, root:int|None=None): self.every, self.root, self.peak_mb, self._stop = every, root, 0.0, None
 
     def __enter__(self):
         import threading
         self._stop = threading.Event()
         def loop():
             while not self._stop.is_set():
-                self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in _pids_under(os.getpid())))
+                self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in _pids_under(self.root or os.getpid())))
                 self._stop.wait(self.every)
         self._t = threading.Thread(target=loop, daemon=True); self._t.start()
         return self
@@ -358,57 +358,78 @@ class PeakMemory:
 DATA_SIZES = (20_000, 200_000, 1_000_000)
 DATA_KINDS = dict(ours='qlora_nb, cold cache', cached='qlora_nb, cached rerun', trl='TRL SFTTrainer')
 
-def prep_one(spec:dict)->dict:
-    "Prepare the data of `spec` in this process — `kind` 'ours'/'cached' (`data_source` + `build_datasets`, as `train` does) or 'trl' — and return its figures."
+def data_config(spec:dict, # a data run: `model_dir`, `data`, `out` (its own folder), `num_proc`
+               )->Path:
+    "Write the config file of a data run into `spec['out']`: the default preset on the benchmark's model and data, one optimizer step."
+    import yaml
+    cfg = dict(model_name=str(spec['model_dir']), training_data_json_path=str(spec['data']), preset='default',
+               result_path=str(Path(spec['out'])/'run'), save_path=str(Path(spec['out'])/'adapter'),
+               data=dict(num_proc=spec.get('num_proc', 'auto')), training=dict(max_steps=1, report_to='none', disable_tqdm=True))
+    p = Path(spec['out'])/'config.yaml'
+    p.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding='utf-8')
+    return p
+
+# %% ../nbs/90_benchmark.ipynb #0d40e3ad
+def prep_one(spec:dict, # a data run of kind 'trl'
+            )->dict:
+    "TRL's preparation of the data of `spec` in this process: its tokenizer loaded, then `_trl_prepare`; rows made."
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     import datasets; datasets.disable_progress_bars()
-    from qlora_nb.config import load_config
-    from qlora_nb.run import resolve_run
-    cfg = load_config(None, [f"model_name={spec['model_dir']}", f"training_data_json_path={spec['data']}",
-                             f"data.num_proc={spec.get('num_proc', 'auto')}"])
-    run, said = resolve_run(cfg, for_training=False), []   # the model's facts, outside the timing; the data's are timed
-    tok = run.tokenizer
-    with PeakMemory() as pm:
-        t0 = time.perf_counter()
-        if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
-        else:
-            from qlora_nb.tokenize import build_datasets
-            from qlora_nb.records import data_source
-            n = len(build_datasets(cfg, tok, data_source(cfg['training_data_json_path']), facts=run.template, log=said.append).train)
-        s = time.perf_counter() - t0
-    return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
-                children_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, said=said)
+    tok = AutoTokenizer.from_pretrained(spec['model_dir'])
+    return dict(rows=len(_trl_prepare(spec, tok)))
 
-def _trl_prepare(spec:dict, cfg:dict, tok):
+def _trl_prepare(spec:dict, tok):
     "TRL's preparation of the data file: `load_dataset('json')`, then `SFTTrainer._prepare_dataset` as `SFTTrainer.__init__` calls it."
     import types
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
     from trl.chat_template_utils import has_generation_markers
-    args = SFTConfig(output_dir=str(Path(spec['out'])/'trl'), assistant_only_loss=True, max_length=cfg['data']['max_length'],
+    args = SFTConfig(output_dir=str(Path(spec['out'])/'trl'), assistant_only_loss=True, max_length=spec.get('max_length', 1024),
                      report_to='none', use_cpu=True)
     assert has_generation_markers(tok.chat_template)  # so SFTTrainer keeps the tokenizer's template (`chat_template=None`)
     me = types.SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=False)
-    ds = load_dataset('json', data_files={'train': [spec['data']]}, split='train')
+    ds = load_dataset('json', data_files={'train': [str(spec['data'])]}, split='train')
     return SFTTrainer._prepare_dataset(me, ds, tok, args, False, None, 'train')
 
 # %% ../nbs/90_benchmark.ipynb #e3af5862
 def _prep_worker():
-    "Entry point of a data-preparation process: spec (JSON) on stdin, figures (JSON) on the last line of stdout."
+    "Entry point of TRL's data-preparation process: spec (JSON) on stdin, figures (JSON) on the last line of stdout."
     import warnings; warnings.filterwarnings('ignore')
     spec = json.loads(sys.stdin.read())
     print(json.dumps(prep_one(spec)), flush=True)
 
-def run_prep(spec:dict)->dict:
-    "Run `prep_one(spec)` in a fresh Python process with its own caches: qlora_nb's in `spec['cache']`, the datasets library's in `spec['out']`."
+def _timed(cmd:list, env:dict, stdin:str='')->dict:
+    "Run `cmd` as a fresh process: its exit code, output, wall time from start to exit, peak RSS (`wait4`) and peak PSS of its process tree."
+    with tempfile.TemporaryFile('w+', encoding='utf-8') as o, tempfile.TemporaryFile('w+', encoding='utf-8') as e:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=o, stderr=e, text=True, env=env)
+        with PeakMemory(root=p.pid) as pm:
+            p.stdin.write(stdin); p.stdin.close()
+            _, status, ru = os.wait4(p.pid, 0)   # the child's own resource use, not the sum over every child so far
+            p.returncode = os.waitstatus_to_exitcode(status)
+        s = time.perf_counter() - t0
+        o.seek(0); e.seek(0)
+        return dict(rc=p.returncode, stdout=o.read(), stderr=e.read(), seconds=s, peak_pss_mb=pm.peak_mb, peak_rss_mb=ru.ru_maxrss/1024)
+
+def run_prep(spec:dict, # a data run: `kind`, `n`, `data`, `model_dir`, `out`, `cache`, `num_proc`
+            )->dict:
+    "One data run in a fresh process, timed from its start: `qlora-nb train` to its first optimizer step ('ours', 'cached'), or TRL's preparation ('trl')."
+    import re
     env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'CUDA_VISIBLE_DEVICES': '',
            'QLORA_NB_CACHE': str(spec['cache']), 'HF_DATASETS_CACHE': str(Path(spec['out'])/'hf_datasets')}
-    r = subprocess.run([sys.executable, '-c', 'from qlora_nb.bench import _prep_worker; _prep_worker()'],
-                       input=json.dumps(spec, default=str), capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(f"data preparation {spec['kind']} of {spec['n']} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    if spec['kind'] == 'trl':
+        r = _timed([sys.executable, '-c', 'from qlora_nb.bench import _prep_worker; _prep_worker()'], env, json.dumps(spec, default=str))
+    else: r = _timed([sys.executable, '-m', 'qlora_nb.cli', 'train', str(data_config(spec))], env)
+    if r['rc']: raise RuntimeError(f"data run {spec['kind']} of {spec['n']} failed:\n{r['stderr'][-3000:]}")
+    out = dict(kind=spec['kind'], conversations=spec['n'], seconds=r['seconds'], conv_s=spec['n']/r['seconds'],
+               peak_pss_mb=r['peak_pss_mb'], peak_rss_mb=r['peak_rss_mb'])
+    if spec['kind'] == 'trl': return dict(out, rows=json.loads(r['stdout'].strip().splitlines()[-1])['rows'], said=[])
+    said = [l for l in r['stdout'].splitlines() if l.startswith('Tokenized')]
+    steps = re.search(r': (\d+) optimizer steps', r['stdout'])
+    rows = re.search(r'([\d,]+) conversations', said[0]) if said else None
+    return dict(out, steps=int(steps[1]) if steps else 0, rows=int(rows[1].replace(',', '')) if rows else None, said=said)
 
 # %% ../nbs/90_benchmark.ipynb #fea29926
 def bench_data(sizes=DATA_SIZES, # numbers of conversations
@@ -434,7 +455,7 @@ def bench_data(sizes=DATA_SIZES, # numbers of conversations
                 r['load_avg'] = os.getloadavg()[0]
                 runs.append(r)
                 log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB"
-                    f"   RSS {r['peak_rss_mb']:6.0f} MB (workers {r['children_rss_mb']:.0f} MB)")
+                    f"   RSS {r['peak_rss_mb']:6.0f} MB")
         finally: shutil.rmtree(work, ignore_errors=True)
     return dict(runs=runs, summary=summarize_data(runs))
 

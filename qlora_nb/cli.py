@@ -27,13 +27,19 @@ def cli_config(config, # the CONFIG argument: a YAML file, or None for the embed
     return load_config(config or embedded_default_path(), sets or [])
 
 # %% ../nbs/08_cli.ipynb #ee1c5695
+def _loss_line(s:dict)->str:
+    "The summary's loss: first → last logged, else the Trainer's mean over the steps (a run shorter than `logging_steps`)."
+    if s.get('loss_first') is not None: return f"Loss {s['loss_first']:.3f} → {s['loss_last']:.3f} (first → last logged)."
+    if s.get('train_loss') is not None: return f"Loss {s['train_loss']:.3f} (mean over the steps; none reached training.logging_steps)."
+    return "No loss: no step was trained in this run."
+
 def summary_text(s:dict, # what `train` returned
                 )->str:
     "The lines printed after a training run."
     rel = lambda p: os.path.relpath(p) if p and not os.path.relpath(p).startswith('..') else p
     lines = [f"Trained {s['model_name']}: {s['steps']} optimizer steps in {s['seconds']:.0f} s"
              + (f" (resumed from {rel(s['resumed_from'])})" if s.get('resumed_from') else '') + '.',
-             f"Loss {s['loss_first']:.3f} → {s['loss_last']:.3f} (first → last logged).",
+             _loss_line(s),
              f"Adapter + tokenizer: {rel(s['save_path'])}",
              f"Checkpoints, logs:   {rel(s['result_path'])}",
              f"Try it: qlora-nb generate --adapter {rel(s['save_path'])} --prompt \"What is the capital of France?\""]

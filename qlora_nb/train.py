@@ -155,7 +155,7 @@ class RunLock:
 
 # %% ../nbs/06_train.ipynb #e0962090
 from transformers.trainer_utils import has_length
-from .batching import SeededSampler
+from .batching import SeededSampler, row_lengths
 
 class Interrupted(Exception):
     "Training was stopped by Ctrl-C after writing a checkpoint."
@@ -207,14 +207,14 @@ class QLoRATrainer(Trainer):
         if how not in ('random', 'group_by_length') or ds is None or not has_length(ds): return super()._get_train_sampler(train_dataset)
         lengths = None
         if how == 'group_by_length':
-            lengths = ds['length'] if 'length' in (getattr(ds, 'column_names', None) or []) else [len(r['input_ids']) for r in ds]
+            lengths = row_lengths(ds).tolist()   # one Arrow read, not one per row
         self.epoch_sampler = SeededSampler(len(ds), self.data_seed, lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return self.epoch_sampler
 
     def get_train_dataloader(self):
         if not self.max_tokens_per_batch or 'length' not in self.train_dataset.column_names: return super().get_train_dataloader()
         from torch.utils.data import DataLoader
-        self.epoch_sampler = bs = TokenBudgetBatchSampler(self.train_dataset['length'], self.max_tokens_per_batch, self.data_seed)
+        self.epoch_sampler = bs = TokenBudgetBatchSampler(row_lengths(self.train_dataset), self.max_tokens_per_batch, self.data_seed)
         ds = self._remove_unused_columns(self.train_dataset, description='training')
         return self.accelerator.prepare(DataLoader(ds, batch_sampler=bs, collate_fn=self.data_collator,
                                                    num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
@@ -346,14 +346,17 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
         if args.disable_tqdm: trainer.remove_callback(PrinterCallback)  # no progress bar: stay quiet, the summary says it all
         with StopOnSignal() as stop:
             trainer.add_callback(stop)
-            trainer.train(resume_from_checkpoint=str(ck) if ck else None)
+            out = trainer.train(resume_from_checkpoint=str(ck) if ck else None)
         if stop.hit:
             raise Interrupted(f"Interrupted at step {trainer.state.global_step}; checkpoint saved in {last_checkpoint(rp)}. "
                               "Run the same command again to resume.")
         sd = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None  # FSDP: all ranks gather
-        out = save_adapter(model, run, state_dict=sd) if trainer.is_world_process_zero() else None
+        saved = save_adapter(model, run, state_dict=sd) if trainer.is_world_process_zero() else None
     ls = losses(trainer)
-    return dict(loss_first=ls[0] if ls else math.nan, loss_last=ls[-1] if ls else math.nan, steps=trainer.state.global_step,
+    trained = trainer.state.global_step - (_step(ck) if ck else 0)
+    # `train_loss`: the Trainer's mean over the steps trained here, what a run too short to reach `logging_steps` has; None when no step ran
+    return dict(loss_first=ls[0] if ls else None, loss_last=ls[-1] if ls else None, train_loss=out.training_loss if trained else None,
+                steps=trainer.state.global_step,
                 resumed_from=str(ck) if ck else None, seconds=time.time()-t0, result_path=str(rp.absolute()),
-                save_path=str(out) if out else None, model_name=cfg['model_name'], loss_plot=str(rp.absolute()/'loss.png'),
+                save_path=str(saved) if saved else None, model_name=cfg['model_name'], loss_plot=str(rp.absolute()/'loss.png'),
                 trainer=trainer)

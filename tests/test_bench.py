@@ -45,7 +45,7 @@ def test_bench_vocab_part(tmp_path, capsys):
     assert 'chunked at 512 tokens a batch' in capsys.readouterr().out
 
 def test_bench_part_data(tmp_path, capsys):
-    "`qlora-nb bench --part data`: qlora_nb cold, cached and TRL on the same conversations, each in its own process."
+    "`qlora-nb bench --part data`: `qlora-nb train` to its first step, cold and cached, and TRL, on the same conversations, each a fresh process."
     p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
     out = tmp_path/'data.json'
     a = p.parse_args(['bench', '--part', 'data', '--sizes', '2500', '--json', str(out)])
@@ -55,6 +55,7 @@ def test_bench_part_data(tmp_path, capsys):
     assert set(by) == {'ours', 'cached', 'trl'} and all(x['conversations'] == 2500 for x in r['runs'])
     assert by['ours']['rows'] == by['cached']['rows'] == by['trl']['rows'] == 2500   # nothing dropped: every conversation fits
     assert by['ours']['said'][0].startswith('Tokenized 2,500') and 'nothing to tokenize' in by['cached']['said'][0]
+    assert by['ours']['steps'] == by['cached']['steps'] == 1                            # timed through the first optimizer step
     assert all(x['peak_pss_mb'] > 100 for x in r['runs'])
     assert {'speedup_vs_trl_2500', 'pss_vs_trl_2500', 'cached_speedup_2500'} <= set(r['summary'])
     assert 'TRL SFTTrainer' in capsys.readouterr().out
