@@ -38,14 +38,13 @@ class PackCollator:
         return {**out, 'use_cache': False}
 
 # %% ../nbs/04b_batching.ipynb #5abe4282
-def collator(cfg:dict, # a validated config
-             tokenizer, # the run's tokenizer (its pad id pads the batches)
+def collator(run, # a resolved run (`resolve_run`): its `collator` and pad token
             ):
-    "The data collator of a resolved config: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
-    if cfg['data']['format'] == 'seed':
+    "The data collator a run decided: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
+    if run.collator == 'seed':
         from transformers import DataCollatorForLanguageModeling
-        return DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    return PackCollator() if cfg['data']['packing'] else PadCollator(tokenizer.pad_token_id)
+        return DataCollatorForLanguageModeling(run.tokenizer, mlm=False)
+    return PackCollator() if run.collator == 'pack' else PadCollator(run.pad_token_id)
 
 # %% ../nbs/04b_batching.ipynb #141b75a8
 class TokenBudgetBatchSampler:

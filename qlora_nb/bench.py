@@ -121,20 +121,15 @@ def _config(spec:dict):
 
 # %% ../nbs/90_benchmark.ipynb #d8432475
 def _trainer(spec:dict):
-    "The trainer of a run, ready to `train()`."
+    "The trainer of a run, ready to `train()`: qlora_nb's paths through `make_trainer`, as `train` builds it."
     from qlora_nb.tokenize import build_datasets
-    from qlora_nb.batching import collator
     from qlora_nb.records import load_chats
-    from qlora_nb.run import token_budget, resolve_run
-    from qlora_nb.model import load_base_model, load_model, lora_config
-    from qlora_nb.train import QLoRATrainer, training_args
-    from qlora_nb.loss import apply_loss_config
+    from qlora_nb.run import resolve_run
+    from qlora_nb.model import load_base_model, lora_config
+    from qlora_nb.train import make_trainer
     run = resolve_run(_config(spec))
     cfg, tok = run.config, run.tokenizer
-    if spec['path'] != 'trl':
-        return QLoRATrainer(model=apply_loss_config(load_model(run), cfg['training']), args=training_args(run),
-                            train_dataset=build_datasets(cfg, tok, run.train_data, facts=run.template).train,
-                            data_collator=collator(cfg, tok), max_tokens_per_batch=token_budget(cfg))
+    if spec['path'] != 'trl': return make_trainer(run, build_datasets(run))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
     kw = dict(output_dir=cfg['result_path'], assistant_only_loss=True, max_length=cfg['data']['max_length'],

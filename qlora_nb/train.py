@@ -15,24 +15,14 @@ from .config import ConfigError, own_defaults, save_config, load_config
 from .files import atomic_folder
 from .batching import TokenBudgetBatchSampler, collator
 from .tokenize import build_datasets
-from .run import token_budget, RUN_NAME, Run, quiet_replica, resolve_run
+from .run import RUN_NAME, Run, quiet_replica, resolve_run
 from .loss import apply_loss_config
 from .model import load_model
 
 # %% auto #0
-__all__ = ['COMPLETE', 'LOCK_NAME', 'fp32_trainable', 'training_args', 'checkpoints', 'last_checkpoint', 'mark_complete',
-           'CheckpointKeeper', 'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice',
-           'QLoRATrainer', 'loss_curves', 'plot_losses', 'save_loss_plot', 'LossPlot', 'save_adapter', 'losses',
-           'train']
-
-# %% ../nbs/06_train.ipynb #286d2b91
-def fp32_trainable(model, # a peft model
-                  )->int:
-    "Cast every trainable parameter of `model` to float32 in place; return how many were cast."
-    n = 0
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32: p.data, n = p.data.float(), n + 1
-    return n
+__all__ = ['COMPLETE', 'LOCK_NAME', 'training_args', 'checkpoints', 'last_checkpoint', 'mark_complete', 'CheckpointKeeper',
+           'RunLock', 'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'loss_curves',
+           'plot_losses', 'save_loss_plot', 'LossPlot', 'save_adapter', 'make_trainer', 'losses', 'train']
 
 # %% ../nbs/06_train.ipynb #1747e65e
 def training_args(run:Run, # a resolved run
@@ -40,13 +30,12 @@ def training_args(run:Run, # a resolved run
                  )->TrainingArguments:
     "`TrainingArguments` of a resolved run: the config's `training` fields, with precision and checkpointing as the run decided them."
     cfg = run.config
-    decided = ('bf16', 'fp16', 'gradient_checkpointing', 'activation_checkpointing')   # in `run.mixed_precision`, `run.gradient_checkpointing`
+    decided = ('bf16', 'fp16', 'gradient_checkpointing', 'activation_checkpointing', 'gradient_checkpointing_kwargs',
+               'activation_checkpointing_kwargs', 'train_sampling_strategy')   # the run's mixed_precision, checkpointing, sampler
     tr = {k: v for k, v in cfg['training'].items() if k not in own_defaults('training') and k not in decided}
-    if cfg['data']['format'] != 'seed': tr.setdefault('train_sampling_strategy', 'group_by_length')
-    # The seed's `gradient_checkpointing_kwargs` is called `activation_checkpointing_kwargs` in transformers 5.
-    if 'gradient_checkpointing_kwargs' in tr: tr.setdefault('activation_checkpointing_kwargs', tr.pop('gradient_checkpointing_kwargs'))
+    tr['train_sampling_strategy'] = 'group_by_length' if run.sampler == 'token_budget' else run.sampler   # the budget's batches: `QLoRATrainer`
     tr['activation_checkpointing'] = run.gradient_checkpointing
-    if run.gradient_checkpointing: tr.setdefault('activation_checkpointing_kwargs', {'use_reentrant': False})
+    if run.checkpointing_kwargs: tr['activation_checkpointing_kwargs'] = run.checkpointing_kwargs
     if cfg['data']['eval_path'] is not None or cfg['data']['eval_fraction']: tr.setdefault('eval_strategy', 'steps')
     tr.setdefault('ddp_find_unused_parameters', False)  # every adapter takes part in every step (`09_distributed`)
     if run.device == 'cpu' and int(os.environ.get('WORLD_SIZE', 1)) > 1: tr.setdefault('ddp_backend', 'gloo')
@@ -286,6 +275,19 @@ def save_adapter(model, # the trained peft model
         (tmp/RUN_NAME).write_text(json.dumps(run.to_dict(), ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
     return out
 
+# %% ../nbs/06_train.ipynb #a052a970
+def make_trainer(run:Run, # a resolved run (`resolve_run`)
+                 datasets, # its tokenized data (`build_datasets(run)`)
+                 callbacks=(), # more `TrainerCallback`s
+                 args:TrainingArguments|None=None, # the run's `TrainingArguments` when the caller has them; None: `training_args(run)`
+                )->QLoRATrainer:
+    "The trainer of a resolved run: its model with adapters and loss path, its arguments, data, collator and token-budget batches, as the run decided them."
+    args = args or training_args(run)
+    set_seed(args.seed)
+    model = apply_loss_config(load_model(run), run)   # the loss without full logits where the run chose it (`05b_loss`)
+    return QLoRATrainer(model=model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval, data_collator=collator(run),
+                        callbacks=list(callbacks), max_tokens_per_batch=run.max_tokens_per_batch)
+
 # %% ../nbs/06_train.ipynb #95e73b62
 from contextlib import ExitStack
 
@@ -326,23 +328,19 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
     "Train a resolved run end to end, resuming from `result_path` unless `overwrite`; return a summary."
     quiet_replica()
     run = run if isinstance(run, Run) else resolve_run(run)   # a wrong model, target or data path fails here, before anything is loaded
-    cfg, tok = run.config, run.tokenizer
+    cfg = run.config
     args = training_args(run, **args_kw)
     keep, args.save_total_limit = args.save_total_limit, None   # rotated by CheckpointKeeper, after completion
     rp, main = Path(cfg['result_path']), args.process_index == 0
     t0 = time.time()
     if main and run.system_note: print(run.system_note, flush=True)
     with args.main_process_first(desc='tokenizing'):   # the main process fills the cache, the others then read it; bad data stops all before result_path is touched
-        sets = build_datasets(cfg, tok, run.train_data, run.eval_data, run.template, log=print if main else lambda line: None)
+        sets = build_datasets(run, log=print if main else lambda line: None)
     with ExitStack() as held:
         ck = _claim_result_path(rp, overwrite, main, held)
         if ck and main: print(f"Resuming from {ck} (step {_step(ck)}); pass --overwrite to start afresh.", flush=True)
-        set_seed(args.seed)
-        model = apply_loss_config(load_model(run), cfg['training'])   # the loss without full logits (`05b_loss`)
-        fp32_trainable(model)
-        trainer = QLoRATrainer(model=model, args=args, train_dataset=sets.train, eval_dataset=sets.eval, data_collator=collator(cfg, tok),
-                               callbacks=[CheckpointKeeper(keep), LossPlot(), *callbacks],
-                               max_tokens_per_batch=token_budget(cfg))
+        trainer = make_trainer(run, sets, [CheckpointKeeper(keep), LossPlot(), *callbacks], args)
+        model = trainer.model
         if args.disable_tqdm: trainer.remove_callback(PrinterCallback)  # no progress bar: stay quiet, the summary says it all
         with StopOnSignal() as stop:
             trainer.add_callback(stop)
