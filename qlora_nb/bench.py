@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_benchmark.ipynb #8a6ca6c9
 from __future__ import annotations
-import argparse, json, math, os, random, resource, subprocess, sys, tempfile, time
+import json, math, os, random, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 # %% auto #0
@@ -219,7 +219,7 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     "4-bit (NF4 + double quantization) against bf16 weight bytes of a Llama of `config`, measured and in theory."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    from qlora_nb.run import linear_layers
+    from qlora_nb.run import linear_layers, nf4_bits
     with torch.device('meta'): m = LlamaForCausalLM(LlamaConfig(**config))
     lin = [mod for _, mod in linear_layers(m)]
     n_all = sum(p.numel() for p in m.parameters())
@@ -228,7 +228,7 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     for mod in lin: shapes[tuple(mod.weight.shape)] = shapes.get(tuple(mod.weight.shape), 0) + 1
     q4 = sum(c * nf4_bytes(*s) for s, c in shapes.items()) + 2 * (n_all - n_lin)
     bf16 = 2 * n_all
-    theory_bits = 4 + 8/64 + 32/(64*256)
+    theory_bits = nf4_bits()
     theory = (n_lin * theory_bits / 8 + 2 * (n_all - n_lin)) / bf16
     return dict(params=n_all, linear_params=n_lin, bf16_bytes=bf16, nf4_bytes=q4, ratio=q4/bf16,
                 theory_ratio=theory, theory_bits_linear=theory_bits, vs_theory=(q4/bf16)/theory - 1)
@@ -497,14 +497,16 @@ def memory_arithmetic(name:str, # a key of REAL_SIZES
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from qlora_nb.loss import CHUNK_MB
+    from qlora_nb.run import activation_bytes, nf4_bits
     family, c = REAL_SIZES[name]
     with torch.device('meta'): m = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **c))
     head = m.get_output_embeddings()
     n_lin = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod is not head)
     n_all = sum(p.numel() for p in m.parameters())
-    h, i, L, V = c['hidden_size'], c['intermediate_size'], c['num_hidden_layers'], c['vocab_size']
-    return dict(model=name, vocab=V, tokens=tokens, weights_gb=(n_lin * (4 + 8/64 + 32/(64*256)) / 8 + 2 * (n_all - n_lin)) / 1e9,
-                activations_gb=tokens * (2 * h * L + 2 * (16*h + 6*i)) / 1e9, logits_gb=tokens * V * (2 + 4 + 4) / 1e9,
+    V = c['vocab_size']
+    return dict(model=name, vocab=V, tokens=tokens, weights_gb=(n_lin * nf4_bits() / 8 + 2 * (n_all - n_lin)) / 1e9,
+                activations_gb=activation_bytes(m.config, tokens, checkpointed=True, logits=False) / 1e9,
+                logits_gb=(activation_bytes(m.config, tokens) - activation_bytes(m.config, tokens, logits=False)) / 1e9,
                 chunked_gb=3 * CHUNK_MB * 2**20 / 1e9)
 
 # %% ../nbs/90_benchmark.ipynb #c75227df

@@ -4,13 +4,12 @@
 
 # %% ../nbs/05b_loss.ipynb #9eaea5e6
 from __future__ import annotations
-import functools, importlib.util, types
+import functools, types
 
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
-from .run import PLAIN_FAMILIES, fsdp_enabled, logit_transform, loss_choice   # the families and the choice: the run decides
+from .run import fsdp_enabled, logit_transform, loss_choice   # the families and the choice: the run decides
 
 # %% auto #0
 __all__ = ['CHUNK_MB', 'shifted_labels', 'apply_transform', 'chunk_rows', 'ChunkedCE', 'chunked_lm_loss', 'kernel_loss',

@@ -21,10 +21,10 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
 __all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
            'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
            'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
-           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'activation_bytes',
-           'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform',
-           'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report',
-           'adapter_config', 'adapter_run']
+           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'nf4_bits',
+           'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing',
+           'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run',
+           'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -266,12 +266,21 @@ def lora_targets(want, # `lora.target_modules`
     return have if want == 'all-linear' else want
 
 # %% ../nbs/03_run.ipynb #ea4ff01f
+def nf4_bits(blocksize:int=64, # weights per first-level absmax
+             blocksize2:int=256, # absmaxes per fp32 second-level constant (double quantization)
+            )->float:
+    "Bits per parameter of an NF4 weight with double-quantized scales (derived in `09_distributed`, measured in `90_benchmark`)."
+    return 4 + 8/blocksize + 32/(blocksize*blocksize2)
+
 def activation_bytes(model_config, # a transformers model config (hidden_size, intermediate_size, num_hidden_layers, vocab_size)
                      tokens:int, # padded tokens in one batch
+                     checkpointed:bool=False, # with gradient checkpointing: each layer's input kept, one layer's intermediates recomputed
+                     logits:bool=True, # count the logits (bf16, fp32 and the fp32 gradient); False: the chunked loss never holds them
                     )->int:
-    "Rough activation memory of one training batch without gradient checkpointing, in bytes."
-    h, i = model_config.hidden_size, model_config.intermediate_size
-    return tokens * (model_config.num_hidden_layers * (16*h + 6*i) * 2 + 8 * model_config.vocab_size)
+    "Rough activation memory of one training batch, in bytes: the one memory model of `inspect`, `09_distributed` and `90_benchmark`."
+    h, i, L, V = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers, model_config.vocab_size
+    layer = (16*h + 6*i) * 2   # bytes a token of one layer's intermediates, in 16 bits
+    return tokens * ((2*h*L + layer if checkpointed else L * layer) + (10*V if logits else 0))
 
 # %% ../nbs/03_run.ipynb #2e8e7f43
 def free_memory()->int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_tiny.ipynb #b799f902
 from __future__ import annotations
-import json, shutil, tempfile
+import json, tempfile
 from pathlib import Path
 from importlib.resources import files
 

@@ -4,14 +4,13 @@
 
 # %% ../nbs/06_train.ipynb #9700e43f
 from __future__ import annotations
-import json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
-from contextlib import nullcontext
+import json, os, re, shutil, signal, socket, sys, threading, time
 from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .config import ConfigError, own_defaults, save_config, load_config
+from .config import ConfigError, own_defaults, save_config
 from .files import atomic_folder
 from .batching import TokenBudgetBatchSampler, collator
 from .tokenize import build_datasets
