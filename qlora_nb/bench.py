@@ -515,8 +515,7 @@ VOCAB_PATHS = dict(plain='(b) plain loss', chunked='(b) chunked loss', trl='(c) 
 
 def vocab_model_dir(size:str='cpu', vocab:int=VOCAB)->Path:
     "The random-init Llama of `SIZES[size]` with `vocab` embedding and head rows (tokenizer unchanged), built once into the cache."
-    from qlora_nb.tiny import built_once
-    from qlora_nb.files import cache_dir
+    from qlora_nb.files import built_once, cache_dir
     def build(d):
         import torch
         from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM

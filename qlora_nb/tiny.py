@@ -15,12 +15,12 @@ from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, pr
 from transformers import PreTrainedTokenizerFast, LlamaTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
-from .files import atomic_folder, cache_dir
+from .files import cache_dir, built_once
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHATML_TOKENS', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path',
            'read_sample_chats', 'chat_texts', 'train_sentencepiece', 'tokenizer_from_sentencepiece', 'train_tokenizer',
-           'make_tiny_model', 'built_once', 'tiny_model_dir']
+           'make_tiny_model', 'tiny_model_dir']
 
 # %% ../nbs/10_tiny.ipynb #50585036
 def sample_chats_path()->Path:
@@ -152,15 +152,6 @@ def make_tiny_model(out_dir, # folder to save the model and tokenizer into (crea
 
 # %% ../nbs/10_tiny.ipynb #c832b91b
 TINY_VERSION = 2  # 2: SentencePiece tokenizer (was byte-level BPE). Bump when make_tiny_model changes what it builds, so old caches are not reused
-
-# %% ../nbs/10_tiny.ipynb #1c7877e4
-def built_once(out:Path, # the folder to fill
-               build, # `build(folder)` writes the files into an empty folder
-              )->Path:
-    "`out`, built by `build` on first use into a temporary folder that is then renamed, so no process sees half a folder."
-    if (out/'config.json').exists(): return out
-    with atomic_folder(out) as tmp: build(tmp)   # another process that finished first wins; its folder is the same
-    return out
 
 # %% ../nbs/10_tiny.ipynb #fe274890
 def tiny_model_dir(**kwargs)->Path:
