@@ -7,10 +7,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PadCollator', 'PackCollator', 'collator', 'TokenBudgetBatchSampler', 'SeededSampler']
+__all__ = ['PadCollator', 'PackCollator', 'collator', 'TokenBudgetBatchSampler', 'row_lengths', 'SeededSampler']
 
 # %% ../nbs/04b_batching.ipynb #08b40064
 @dataclass
@@ -37,24 +38,26 @@ class PackCollator:
         return {**out, 'use_cache': False}
 
 # %% ../nbs/04b_batching.ipynb #5abe4282
-def collator(cfg:dict, # a validated config
-             tokenizer, # the run's tokenizer (its pad id pads the batches)
+def collator(run, # a resolved run (`resolve_run`): its `collator` and pad token
             ):
-    "The data collator of a resolved config: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
-    if cfg['data']['format'] == 'seed':
+    "The data collator a run decided: the seed's `DataCollatorForLanguageModeling`, `PackCollator` or `PadCollator`."
+    if run.collator == 'seed':
         from transformers import DataCollatorForLanguageModeling
-        return DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    return PackCollator() if cfg['data']['packing'] else PadCollator(tokenizer.pad_token_id)
+        return DataCollatorForLanguageModeling(run.tokenizer, mlm=False)
+    return PackCollator() if run.collator == 'pack' else PadCollator(run.pad_token_id)
 
 # %% ../nbs/04b_batching.ipynb #141b75a8
 class TokenBudgetBatchSampler:
     "Batches of row indices of at most `max_tokens` padded tokens each: rows sorted by length, batch order shuffled per epoch."
-    def __init__(self, lengths, max_tokens:int, seed:int=0):
-        self.seed, self.epoch, self.batches, cur = seed, 0, [], []
-        for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-            if cur and (len(cur) + 1) * lengths[cur[0]] > max_tokens: self.batches.append(cur); cur = []
-            cur.append(i)
-        if cur: self.batches.append(cur)
+    def __init__(self, lengths, # row lengths: a numpy array (`row_lengths`) or a list of int
+                 max_tokens:int, seed:int=0):
+        self.seed, self.epoch, self.batches = seed, 0, []
+        L = np.asarray(lengths, dtype=np.int64)
+        order = np.argsort(-L, kind='stable')   # longest first, ties by index
+        sl, order, s, n = L[order].tolist(), order.tolist(), 0, len(L)
+        while s < n:   # a batch starts at its longest row and takes as many rows as fit under the budget at that length
+            m = n - s if sl[s] == 0 else max(1, max_tokens // sl[s])
+            self.batches.append(order[s:s+m]); s += m
 
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __len__(self): return len(self.batches)
@@ -62,6 +65,16 @@ class TokenBudgetBatchSampler:
         b = list(self.batches)
         random.Random(self.seed + self.epoch).shuffle(b)
         return iter(b)
+
+# %% ../nbs/04b_batching.ipynb #fc20a1a4
+def row_lengths(ds, # a tokenized dataset (`build_datasets`), or any sized iterable of rows with `input_ids`
+               )->np.ndarray:
+    "The token count of every row, read at once from the Arrow table: its `length` column, else the lengths of `input_ids`."
+    import pyarrow.compute as pc
+    if not hasattr(ds, 'select_columns'): return np.array([len(r['input_ids']) for r in ds], dtype=np.int64)
+    col = 'length' if 'length' in ds.column_names else 'input_ids'
+    a = ds.select_columns([col]).with_format('arrow')[:][col]   # one column, in the dataset's row order (a selection or shuffle kept)
+    return (a if col == 'length' else pc.list_value_length(a)).to_numpy().astype(np.int64)
 
 # %% ../nbs/04b_batching.ipynb #9c4f2a81
 class SeededSampler(torch.utils.data.Sampler):

@@ -4,16 +4,16 @@
 
 # %% ../nbs/90_benchmark.ipynb #8a6ca6c9
 from __future__ import annotations
-import argparse, json, math, os, random, resource, subprocess, sys, tempfile, time
+import json, math, os, random, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['SIZES', 'TARGETS', 'PATHS', 'QUICK_N', 'FULL_N', 'TINYLLAMA_1B', 'DATA_SIZES', 'DATA_KINDS', 'MIXED_N', 'REAL_SIZES',
            'VOCAB', 'VOCAB_N', 'VOCAB_BUDGETS', 'VOCAB_PATHS', 'bench_model_dir', 'param_count', 'make_chats',
            'write_jsonl', 'work_data', 'run_one', 'run', 'summarize', 'nf4_bytes', 'weight_memory', 'bench',
-           'report_text', 'cmd_bench', 'add_bench_parser', 'PeakMemory', 'prep_one', 'run_prep', 'bench_data',
-           'summarize_data', 'report_data_text', 'write_mixed', 'bench_mixed', 'memory_arithmetic', 'vocab_model_dir',
-           'summarize_vocab', 'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
+           'report_text', 'cmd_bench', 'add_bench_parser', 'PeakMemory', 'data_config', 'prep_one', 'run_prep',
+           'bench_data', 'summarize_data', 'report_data_text', 'write_mixed', 'bench_mixed', 'memory_arithmetic',
+           'vocab_model_dir', 'summarize_vocab', 'bench_vocab', 'vocab_report_text', 'cmd_bench_vocab']
 
 # %% ../nbs/90_benchmark.ipynb #05f52928
 SIZES = dict(
@@ -121,20 +121,15 @@ def _config(spec:dict):
 
 # %% ../nbs/90_benchmark.ipynb #d8432475
 def _trainer(spec:dict):
-    "The trainer of a run, ready to `train()`."
+    "The trainer of a run, ready to `train()`: qlora_nb's paths through `make_trainer`, as `train` builds it."
     from qlora_nb.tokenize import build_datasets
-    from qlora_nb.batching import collator
     from qlora_nb.records import load_chats
-    from qlora_nb.run import token_budget, resolve_run
-    from qlora_nb.model import load_base_model, load_model, lora_config
-    from qlora_nb.train import QLoRATrainer, training_args
-    from qlora_nb.loss import apply_loss_config
+    from qlora_nb.run import resolve_run
+    from qlora_nb.model import load_base_model, lora_config
+    from qlora_nb.train import make_trainer
     run = resolve_run(_config(spec))
     cfg, tok = run.config, run.tokenizer
-    if spec['path'] != 'trl':
-        return QLoRATrainer(model=apply_loss_config(load_model(run), cfg['training']), args=training_args(run),
-                            train_dataset=build_datasets(cfg, tok, run.train_data, facts=run.template).train,
-                            data_collator=collator(cfg, tok), max_tokens_per_batch=token_budget(cfg))
+    if spec['path'] != 'trl': return make_trainer(run, build_datasets(run))
     from trl import SFTConfig, SFTTrainer
     tr = cfg['training']
     kw = dict(output_dir=cfg['result_path'], assistant_only_loss=True, max_length=cfg['data']['max_length'],
@@ -224,7 +219,7 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     "4-bit (NF4 + double quantization) against bf16 weight bytes of a Llama of `config`, measured and in theory."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    from qlora_nb.run import linear_layers
+    from qlora_nb.run import linear_layers, nf4_bits
     with torch.device('meta'): m = LlamaForCausalLM(LlamaConfig(**config))
     lin = [mod for _, mod in linear_layers(m)]
     n_all = sum(p.numel() for p in m.parameters())
@@ -233,7 +228,7 @@ def weight_memory(config:dict=TINYLLAMA_1B)->dict:
     for mod in lin: shapes[tuple(mod.weight.shape)] = shapes.get(tuple(mod.weight.shape), 0) + 1
     q4 = sum(c * nf4_bytes(*s) for s, c in shapes.items()) + 2 * (n_all - n_lin)
     bf16 = 2 * n_all
-    theory_bits = 4 + 8/64 + 32/(64*256)
+    theory_bits = nf4_bits()
     theory = (n_lin * theory_bits / 8 + 2 * (n_all - n_lin)) / bf16
     return dict(params=n_all, linear_params=n_lin, bf16_bytes=bf16, nf4_bytes=q4, ratio=q4/bf16,
                 theory_ratio=theory, theory_bits_linear=theory_bits, vs_theory=(q4/bf16)/theory - 1)
@@ -344,15 +339,15 @@ def _pss_mb(pid:int)->float:
     return 0.0
 
 class PeakMemory:
-    "Peak over time of the summed PSS of this process and its descendants, sampled by a thread every `every` seconds."
-    def __init__(self, every:float=0.1): self.every, self.peak_mb, self._stop = every, 0.0, None
+    "Peak over time of the summed PSS of process `root` (None: this one) and its descendants, sampled by a thread every `every` seconds."
+    def __init__(self, every:float=0.1, root:int|None=None): self.every, self.root, self.peak_mb, self._stop = every, root, 0.0, None
 
     def __enter__(self):
         import threading
         self._stop = threading.Event()
         def loop():
             while not self._stop.is_set():
-                self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in _pids_under(os.getpid())))
+                self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in _pids_under(self.root or os.getpid())))
                 self._stop.wait(self.every)
         self._t = threading.Thread(target=loop, daemon=True); self._t.start()
         return self
@@ -363,59 +358,81 @@ class PeakMemory:
 DATA_SIZES = (20_000, 200_000, 1_000_000)
 DATA_KINDS = dict(ours='qlora_nb, cold cache', cached='qlora_nb, cached rerun', trl='TRL SFTTrainer')
 
-def prep_one(spec:dict)->dict:
-    "Prepare the data of `spec` in this process — `kind` 'ours'/'cached' (`data_source` + `build_datasets`, as `train` does) or 'trl' — and return its figures."
+def data_config(spec:dict, # a data run: `model_dir`, `data` (a file) or `sources` (`data.sources` entries), `out` (its own folder), `num_proc`
+               )->Path:
+    "Write the config file of a data run into `spec['out']`: the default preset on the benchmark's model and data, one optimizer step."
+    import yaml
+    data = dict(num_proc=spec.get('num_proc', 'auto'), **({'sources': spec['sources']} if 'sources' in spec else {}))
+    cfg = dict(model_name=str(spec['model_dir']), preset='default',
+               **({} if 'sources' in spec else {'training_data_json_path': str(spec['data'])}),
+               result_path=str(Path(spec['out'])/'run'), save_path=str(Path(spec['out'])/'adapter'),
+               data=data, training=dict(max_steps=1, report_to='none', disable_tqdm=True))
+    p = Path(spec['out'])/'config.yaml'
+    p.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding='utf-8')
+    return p
+
+# %% ../nbs/90_benchmark.ipynb #0d40e3ad
+def prep_one(spec:dict, # a data run of kind 'trl'
+            )->dict:
+    "TRL's preparation of the data of `spec` in this process: its tokenizer loaded, then `_trl_prepare`; rows made."
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
     import datasets; datasets.disable_progress_bars()
-    from qlora_nb.config import load_config
-    from qlora_nb.run import resolve_run
-    data = [f"data.sources={json.dumps(spec['sources'])}"] if 'sources' in spec else [f"training_data_json_path={spec['data']}"]
-    cfg = load_config(None, [f"model_name={spec['model_dir']}", *data,
-                             f"data.num_proc={spec.get('num_proc', 'auto')}"])
-    run, said = resolve_run(cfg, for_training=False), []   # the model's facts, outside the timing; the data's are timed
-    tok = run.tokenizer
-    with PeakMemory() as pm:
-        t0 = time.perf_counter()
-        if spec['kind'] == 'trl': n = len(_trl_prepare(spec, cfg, tok))
-        else:
-            from qlora_nb.tokenize import build_datasets
-            from qlora_nb.records import data_source, train_source
-            src = train_source(cfg) if 'sources' in spec else data_source(cfg['training_data_json_path'])   # mixed: as `train` reads data.sources
-            n = len(build_datasets(cfg, tok, src, facts=run.template, log=said.append).train)
-        s = time.perf_counter() - t0
-    return dict(kind=spec['kind'], conversations=spec['n'], rows=n, seconds=s, conv_s=spec['n']/s, peak_pss_mb=pm.peak_mb,
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,
-                children_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024, said=said)
+    tok = AutoTokenizer.from_pretrained(spec['model_dir'])
+    return dict(rows=len(_trl_prepare(spec, tok)))
 
-def _trl_prepare(spec:dict, cfg:dict, tok):
+def _trl_prepare(spec:dict, tok):
     "TRL's preparation of the data file: `load_dataset('json')`, then `SFTTrainer._prepare_dataset` as `SFTTrainer.__init__` calls it."
     import types
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
     from trl.chat_template_utils import has_generation_markers
-    args = SFTConfig(output_dir=str(Path(spec['out'])/'trl'), assistant_only_loss=True, max_length=cfg['data']['max_length'],
+    args = SFTConfig(output_dir=str(Path(spec['out'])/'trl'), assistant_only_loss=True, max_length=spec.get('max_length', 1024),
                      report_to='none', use_cpu=True)
     assert has_generation_markers(tok.chat_template)  # so SFTTrainer keeps the tokenizer's template (`chat_template=None`)
     me = types.SimpleNamespace(_tokenizer=tok, chat_template=None, completion_only_loss=False)
-    ds = load_dataset('json', data_files={'train': [spec['data']]}, split='train')
+    ds = load_dataset('json', data_files={'train': [str(spec['data'])]}, split='train')
     return SFTTrainer._prepare_dataset(me, ds, tok, args, False, None, 'train')
 
 # %% ../nbs/90_benchmark.ipynb #e3af5862
 def _prep_worker():
-    "Entry point of a data-preparation process: spec (JSON) on stdin, figures (JSON) on the last line of stdout."
+    "Entry point of TRL's data-preparation process: spec (JSON) on stdin, figures (JSON) on the last line of stdout."
     import warnings; warnings.filterwarnings('ignore')
     spec = json.loads(sys.stdin.read())
     print(json.dumps(prep_one(spec)), flush=True)
 
-def run_prep(spec:dict)->dict:
-    "Run `prep_one(spec)` in a fresh Python process with its own caches: qlora_nb's in `spec['cache']`, the datasets library's in `spec['out']`."
+def _timed(cmd:list, env:dict, stdin:str='')->dict:
+    "Run `cmd` as a fresh process: its exit code, output, wall time from start to exit, peak RSS (`wait4`) and peak PSS of its process tree."
+    with tempfile.TemporaryFile('w+', encoding='utf-8') as o, tempfile.TemporaryFile('w+', encoding='utf-8') as e:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=o, stderr=e, text=True, env=env)
+        with PeakMemory(root=p.pid) as pm:
+            p.stdin.write(stdin); p.stdin.close()
+            _, status, ru = os.wait4(p.pid, 0)   # the child's own resource use, not the sum over every child so far
+            p.returncode = os.waitstatus_to_exitcode(status)
+        s = time.perf_counter() - t0
+        o.seek(0); e.seek(0)
+        return dict(rc=p.returncode, stdout=o.read(), stderr=e.read(), seconds=s, peak_pss_mb=pm.peak_mb, peak_rss_mb=ru.ru_maxrss/1024)
+
+def run_prep(spec:dict, # a data run: `kind`, `n`, `data`, `model_dir`, `out`, `cache`, `num_proc`
+            )->dict:
+    "One data run in a fresh process, timed from its start: `qlora-nb train` to its first optimizer step ('ours', 'cached'), or TRL's preparation ('trl')."
+    import re
     env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'CUDA_VISIBLE_DEVICES': '',
            'QLORA_NB_CACHE': str(spec['cache']), 'HF_DATASETS_CACHE': str(Path(spec['out'])/'hf_datasets')}
-    r = subprocess.run([sys.executable, '-c', 'from qlora_nb.bench import _prep_worker; _prep_worker()'],
-                       input=json.dumps(spec, default=str), capture_output=True, text=True, env=env)
-    if r.returncode: raise RuntimeError(f"data preparation {spec['kind']} of {spec['n']} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    if spec['kind'] == 'trl':
+        r = _timed([sys.executable, '-c', 'from qlora_nb.bench import _prep_worker; _prep_worker()'], env, json.dumps(spec, default=str))
+    else: r = _timed([sys.executable, '-m', 'qlora_nb.cli', 'train', str(data_config(spec))], env)
+    if r['rc']: raise RuntimeError(f"data run {spec['kind']} of {spec['n']} failed:\n{r['stderr'][-3000:]}")
+    out = dict(kind=spec['kind'], conversations=spec['n'], seconds=r['seconds'], conv_s=spec['n']/r['seconds'],
+               peak_pss_mb=r['peak_pss_mb'], peak_rss_mb=r['peak_rss_mb'])
+    if spec['kind'] == 'trl': return dict(out, rows=json.loads(r['stdout'].strip().splitlines()[-1])['rows'], said=[])
+    said = [l for l in r['stdout'].splitlines() if l.startswith(('Tokenized', 'Data sources'))]
+    steps = re.search(r': (\d+) optimizer steps', r['stdout'])
+    tok = [l for l in said if l.startswith('Tokenized')]
+    rows = re.search(r'([\d,]+) conversations', tok[0]) if tok else None
+    return dict(out, steps=int(steps[1]) if steps else 0, rows=int(rows[1].replace(',', '')) if rows else None, said=said)
 
 # %% ../nbs/90_benchmark.ipynb #fea29926
 def bench_data(sizes=DATA_SIZES, # numbers of conversations
@@ -441,7 +458,7 @@ def bench_data(sizes=DATA_SIZES, # numbers of conversations
                 r['load_avg'] = os.getloadavg()[0]
                 runs.append(r)
                 log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB"
-                    f"   RSS {r['peak_rss_mb']:6.0f} MB (workers {r['children_rss_mb']:.0f} MB)")
+                    f"   RSS {r['peak_rss_mb']:6.0f} MB")
         finally: shutil.rmtree(work, ignore_errors=True)
     return dict(runs=runs, summary=summarize_data(runs))
 
@@ -568,14 +585,16 @@ def memory_arithmetic(name:str, # a key of REAL_SIZES
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from qlora_nb.loss import CHUNK_MB
+    from qlora_nb.run import activation_bytes, nf4_bits
     family, c = REAL_SIZES[name]
     with torch.device('meta'): m = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **c))
     head = m.get_output_embeddings()
     n_lin = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod is not head)
     n_all = sum(p.numel() for p in m.parameters())
-    h, i, L, V = c['hidden_size'], c['intermediate_size'], c['num_hidden_layers'], c['vocab_size']
-    return dict(model=name, vocab=V, tokens=tokens, weights_gb=(n_lin * (4 + 8/64 + 32/(64*256)) / 8 + 2 * (n_all - n_lin)) / 1e9,
-                activations_gb=tokens * (2 * h * L + 2 * (16*h + 6*i)) / 1e9, logits_gb=tokens * V * (2 + 4 + 4) / 1e9,
+    V = c['vocab_size']
+    return dict(model=name, vocab=V, tokens=tokens, weights_gb=(n_lin * nf4_bits() / 8 + 2 * (n_all - n_lin)) / 1e9,
+                activations_gb=activation_bytes(m.config, tokens, checkpointed=True, logits=False) / 1e9,
+                logits_gb=(activation_bytes(m.config, tokens) - activation_bytes(m.config, tokens, logits=False)) / 1e9,
                 chunked_gb=3 * CHUNK_MB * 2**20 / 1e9)
 
 # %% ../nbs/90_benchmark.ipynb #c75227df
@@ -584,8 +603,7 @@ VOCAB_PATHS = dict(plain='(b) plain loss', chunked='(b) chunked loss', trl='(c) 
 
 def vocab_model_dir(size:str='cpu', vocab:int=VOCAB)->Path:
     "The random-init Llama of `SIZES[size]` with `vocab` embedding and head rows (tokenizer unchanged), built once into the cache."
-    from qlora_nb.tiny import built_once
-    from qlora_nb.files import cache_dir
+    from qlora_nb.files import built_once, cache_dir
     def build(d):
         import torch
         from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM

@@ -12,7 +12,7 @@ from .config import ConfigError, load_config
 
 # %% auto #0
 __all__ = ['embedded_default_path', 'cli_config', 'summary_text', 'cmd_train', 'cmd_inspect', 'cmd_generate', 'cmd_chat',
-           'cmd_merge', 'export_text', 'cmd_export', 'cmd_eval', 'option', 'parser', 'main']
+           'cmd_merge', 'export_text', 'cmd_export', 'cmd_eval', 'param_option', 'parser', 'main']
 
 # %% ../nbs/08_cli.ipynb #f5aba483
 def embedded_default_path()->Path:
@@ -27,13 +27,19 @@ def cli_config(config, # the CONFIG argument: a YAML file, or None for the embed
     return load_config(config or embedded_default_path(), sets or [])
 
 # %% ../nbs/08_cli.ipynb #ee1c5695
+def _loss_line(s:dict)->str:
+    "The summary's loss: first → last logged, else the Trainer's mean over the steps (a run shorter than `logging_steps`)."
+    if s.get('loss_first') is not None: return f"Loss {s['loss_first']:.3f} → {s['loss_last']:.3f} (first → last logged)."
+    if s.get('train_loss') is not None: return f"Loss {s['train_loss']:.3f} (mean over the steps; none reached training.logging_steps)."
+    return "No loss: no step was trained in this run."
+
 def summary_text(s:dict, # what `train` returned
                 )->str:
     "The lines printed after a training run."
     rel = lambda p: os.path.relpath(p) if p and not os.path.relpath(p).startswith('..') else p
     lines = [f"Trained {s['model_name']}: {s['steps']} optimizer steps in {s['seconds']:.0f} s"
              + (f" (resumed from {rel(s['resumed_from'])})" if s.get('resumed_from') else '') + '.',
-             f"Loss {s['loss_first']:.3f} → {s['loss_last']:.3f} (first → last logged).",
+             _loss_line(s),
              f"Adapter + tokenizer: {rel(s['save_path'])}",
              f"Checkpoints, logs:   {rel(s['result_path'])}",
              f"Try it: qlora-nb generate --adapter {rel(s['save_path'])} --prompt \"What is the capital of France?\""]
@@ -55,7 +61,7 @@ def cmd_inspect(a):
     from qlora_nb.run import resolve_run, run_report
     run = resolve_run(cli_config(a.config, a.set))   # a wrong model name fails before the data is read
     print(run_report(run))
-    print(inspect_report(run.config, run.tokenizer, build_datasets(run.config, run.tokenizer, run.train_data, run.eval_data, run.template)))
+    print(inspect_report(run.config, run.tokenizer, build_datasets(run)))
 
 # %% ../nbs/08_cli.ipynb #6bc1afd4
 def cmd_generate(a):
@@ -112,7 +118,7 @@ def cmd_eval(a):
     print(figures_table(r) + f"\n\n{r['items']} items in {r['seconds']:.0f} s. Report: {rel(paths['html'])} (also eval.md, eval.json)")
 
 # %% ../nbs/08_cli.ipynb #00f7c9e6
-def option(fn, # the function the option's value goes to
+def param_option(fn, # the function the option's value goes to
            name:str, # its parameter
            **kw, # more `add_argument` keywords (choices, metavar)
           )->dict:
@@ -126,7 +132,8 @@ def option(fn, # the function the option's value goes to
     return kw
 
 # %% ../nbs/08_cli.ipynb #13f12cac
-def parser()->argparse.ArgumentParser:
+def parser(argv:list|None=None, # the arguments it will parse: the benchmark's options are added only for `bench`
+          )->argparse.ArgumentParser:
     "The `qlora-nb` command line: each option's default and help are those of the function parameter it feeds."
     from qlora_nb.export import OUTTYPES, export_gguf
     from qlora_nb.infer import chat_loop, chat_messages, generate, load_for_inference, merge_adapter
@@ -138,51 +145,54 @@ def parser()->argparse.ArgumentParser:
         sp.add_argument('config', nargs='?', help='YAML config (default: the embedded tiny model on the bundled chats)')
         sp.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key, e.g. training.learning_rate=1e-4')
     t = sub.add_parser('train', help='fine-tune: 4-bit base + LoRA adapters (resumes from result_path)'); with_config(t)
-    t.add_argument('--overwrite', action='store_true', help=option(train, 'overwrite')['help'])
+    t.add_argument('--overwrite', action='store_true', help=param_option(train, 'overwrite')['help'])
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser('inspect', help='check the data and show what is trained on'); with_config(i); i.set_defaults(fn=cmd_inspect)
     g = sub.add_parser('generate', help='answer one prompt with base + adapter')
-    adapter = lambda sp: sp.add_argument('--adapter', required=True, help=option(load_for_inference, 'adapter_dir')['help'])
+    adapter = lambda sp: sp.add_argument('--adapter', required=True, help=param_option(load_for_inference, 'adapter_dir')['help'])
     adapter(g)
-    g.add_argument('--prompt', required=True, **option(chat_messages, 'prompt'))
-    g.add_argument('--system', **option(chat_messages, 'system'))
-    g.add_argument('--max-new-tokens', **option(generate, 'max_new_tokens'))
+    g.add_argument('--prompt', required=True, **param_option(chat_messages, 'prompt'))
+    g.add_argument('--system', **param_option(chat_messages, 'system'))
+    g.add_argument('--max-new-tokens', **param_option(generate, 'max_new_tokens'))
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser('chat', help='an interactive chat with base + adapter')
     adapter(c)
-    c.add_argument('--system', **option(chat_loop, 'system'))
-    c.add_argument('--max-new-tokens', **option(chat_loop, 'max_new_tokens'))
+    c.add_argument('--system', **param_option(chat_loop, 'system'))
+    c.add_argument('--max-new-tokens', **param_option(chat_loop, 'max_new_tokens'))
     c.set_defaults(fn=cmd_chat)
     m = sub.add_parser('merge', help='merge the adapter into the dequantized base: a standalone 16-bit model')
     adapter(m)
-    m.add_argument('--output', required=True, help=option(merge_adapter, 'output_dir')['help'])
-    m.add_argument('--dtype', **option(merge_adapter, 'dtype', choices=list(DTYPES)))
+    m.add_argument('--output', required=True, help=param_option(merge_adapter, 'output_dir')['help'])
+    m.add_argument('--dtype', **param_option(merge_adapter, 'dtype', choices=list(DTYPES)))
     m.set_defaults(fn=cmd_merge)
     x = sub.add_parser('export', help='merge, then convert to GGUF for llama.cpp and Ollama (with a Modelfile)')
     adapter(x)
-    x.add_argument('--output', required=True, help=option(export_gguf, 'output')['help'])
-    x.add_argument('--outtype', **option(export_gguf, 'outtype', choices=list(OUTTYPES)))
-    x.add_argument('--quantize', **option(export_gguf, 'quantize', metavar='TYPE'))
-    x.add_argument('--system', **option(export_gguf, 'system'))
+    x.add_argument('--output', required=True, help=param_option(export_gguf, 'output')['help'])
+    x.add_argument('--outtype', **param_option(export_gguf, 'outtype', choices=list(OUTTYPES)))
+    x.add_argument('--quantize', **param_option(export_gguf, 'quantize', metavar='TYPE'))
+    x.add_argument('--system', **param_option(export_gguf, 'system'))
     x.set_defaults(fn=cmd_export)
     from qlora_nb.eval import evaluate
-    e = sub.add_parser('eval', help='base and adapter side by side: loss, answers, stop rate, length, repetition; a report')
+    e = sub.add_parser("eval", help="base and adapter side by side: loss, answers, stop rate, length, repetition; a report")
     adapter(e)
-    e.add_argument('--data', **option(evaluate, 'data'))
-    e.add_argument('--output', help='the folder for eval.json / eval.md / eval.html (default: the adapter folder)')
-    e.add_argument('--max-new-tokens', **option(evaluate, 'max_new_tokens'))
-    e.add_argument('--limit', **option(evaluate, 'limit'))
-    e.add_argument('--judge', **option(evaluate, 'judge', metavar='MODEL'))
+    e.add_argument("--data", **param_option(evaluate, "data"))
+    e.add_argument("--output", help="the folder for eval.json / eval.md / eval.html (default: the adapter folder)")
+    e.add_argument("--max-new-tokens", **param_option(evaluate, "max_new_tokens"))
+    e.add_argument("--limit", **param_option(evaluate, "limit"))
+    e.add_argument("--judge", **param_option(evaluate, "judge", metavar="MODEL"))
     e.set_defaults(fn=cmd_eval)
-    from qlora_nb.bench import add_bench_parser
-    add_bench_parser(sub)
+    if list(argv or [])[:1] == ["bench"]:   # the benchmark (trl, POSIX-only `resource`) is imported for its own command only
+        from qlora_nb.bench import add_bench_parser
+        add_bench_parser(sub)
+    else: sub.add_parser("bench", help="benchmark the seed recipe, qlora_nb and TRL side by side (qlora-nb bench --help)")
     return p
 
 # %% ../nbs/08_cli.ipynb #55929aae
 def main(argv=None, # the arguments; None: `sys.argv[1:]`
         ):
     "Entry point of the `qlora-nb` command."
-    a = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    a = parser(argv).parse_args(argv)
     try: a.fn(a)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

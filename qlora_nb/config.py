@@ -12,32 +12,30 @@ from typing import Literal
 import yaml
 
 # %% auto #0
-__all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'CONFIG_NAME',
-           'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys', 'EvalKeys', 'key_spec',
-           'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml', 'own_defaults',
-           'load_config', 'dump_config', 'save_config', 'config_reference']
+__all__ = ['SEED_PRESET', 'DEFAULT_PRESET', 'PRESETS', 'OWN_KEYS', 'HF_RULES', 'TOP_DEFAULTS', 'SECTIONS', 'RETIRED',
+           'CONFIG_NAME', 'option', 'TopKeys', 'QuantizationKeys', 'TokenizerKeys', 'DataKeys', 'TrainingKeys',
+           'EvalKeys', 'key_spec', 'section_fields', 'ConfigError', 'validate', 'parse_override', 'merge', 'read_yaml',
+           'own_defaults', 'load_config', 'dump_config', 'save_config', 'config_reference']
 
 # %% ../nbs/00_config.ipynb #29dfb24f
+# Each preset lists only what it changes: our own keys' defaults are their fields below (`TokenizerKeys`, `DataKeys`, ...),
+# the other keys' are the Hugging Face classes'.
 SEED_PRESET = dict(
     quantization=dict(load_in_4bit=True, bnb_4bit_compute_dtype='bfloat16', bnb_4bit_use_double_quant=True, upcast_unquantized=True),
     lora=dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=['q_proj', 'v_proj'], bias='none', task_type='CAUSAL_LM'),
-    tokenizer=dict(use_fast=False, pad_token='eos'),
-    data=dict(max_length=1024, format='seed'),
+    tokenizer=dict(pad_token='eos'),
+    data=dict(format='seed'),
     training=dict(num_train_epochs=3, per_device_train_batch_size=1, gradient_accumulation_steps=16, learning_rate=2e-5,
                   logging_steps=50, save_steps=500, save_total_limit=2, fp16=True, gradient_checkpointing=True,
                   chunked_loss=False),
 )
 
 DEFAULT_PRESET = dict(
-    quantization=dict(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_compute_dtype='auto', bnb_4bit_use_double_quant=True,
-                      upcast_unquantized='auto'),
+    quantization=dict(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_compute_dtype='auto', bnb_4bit_use_double_quant=True),
     lora=dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules='all-linear', bias='none', task_type='CAUSAL_LM'),
-    tokenizer=dict(use_fast=True, pad_token='distinct'),
-    data=dict(max_length=1024, format='chat_template', truncation='right', packing=False, max_tokens_per_batch=1024),
     training=dict(num_train_epochs=3, per_device_train_batch_size=4, gradient_accumulation_steps=8, learning_rate=2e-4,
                   lr_scheduler_type='cosine', warmup_steps=0.03, weight_decay=0.0, logging_steps=10, save_steps=100,
-                  save_total_limit=2, mixed_precision='auto', gradient_checkpointing=True,
-                  gradient_checkpointing_kwargs={'use_reentrant': False}, report_to='none', chunked_loss='auto'),
+                  save_total_limit=2, gradient_checkpointing=True, gradient_checkpointing_kwargs={'use_reentrant': False}, report_to='none'),
 )
 
 PRESETS = {'default': DEFAULT_PRESET, 'seed': SEED_PRESET}
@@ -72,7 +70,6 @@ class QuantizationKeys:
 @dataclass
 class TokenizerKeys:
     "`tokenizer:` is ours."
-    use_fast: bool = option(True, "the fast (Rust) tokenizer, whose offsets the assistant mask needs")
     pad_token: Literal['distinct', 'eos'] = option('distinct', "a pad token of its own, or pad = EOS as the seed has it (EOS is then never trained)")
 
 # %% ../nbs/00_config.ipynb #6ae2d776
@@ -221,6 +218,9 @@ def _check_value(key:str, v, t, where:str):
 
 
 # %% ../nbs/00_config.ipynb #b51c6df4
+RETIRED = {'tokenizer.use_fast': "is not a key: transformers 5 always loads the fast tokenizer, whose offsets the assistant mask needs; "
+                                 "remove the key."}   # keys a user may carry over from the seed recipe, and why they are gone
+
 def validate(cfg:dict, # a (partial) config: a YAML file's mapping, or one override
              where:str='config', # where it came from, for the message: a file name or '--set a.b=c'
             )->dict:
@@ -232,6 +232,7 @@ def validate(cfg:dict, # a (partial) config: a YAML file's mapping, or one overr
             if not isinstance(v, dict): raise ConfigError(f"{where}: '{k}' must be a mapping of keys to values, not {type(v).__name__}.")
             fields = section_fields(k)
             for sk, sv in v.items():
+                if f'{k}.{sk}' in RETIRED: raise ConfigError(f"{where}: '{k}.{sk}' {RETIRED[f'{k}.{sk}']}")
                 if sk not in fields: raise ConfigError(f"{where}: '{k}.{sk}' is not a known key.{_suggest(sk, fields)}")
                 _check_value(f'{k}.{sk}', sv, fields[sk], where)
         elif k in top: _check_value(k, v, top[k], where)

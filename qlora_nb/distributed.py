@@ -8,17 +8,12 @@ from pathlib import Path
 from importlib.resources import files
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from .run import activation_bytes, nf4_bits
 
 # %% auto #0
-__all__ = ['GiB', 'nf4_bits', 'param_counts', 'qlora_memory', 'llama_config', 'accelerate_config']
-
-# %% ../nbs/09_distributed.ipynb #43a5fe6a
-def nf4_bits(blocksize:int=64, # weights per first-level absmax
-             blocksize2:int=256, # absmaxes per fp32 second-level constant (double quantization)
-            )->float:
-    "Bits per parameter of an NF4 weight with double-quantized scales."
-    return 4 + 8/blocksize + 32/(blocksize*blocksize2)
+__all__ = ['GiB', 'param_counts', 'qlora_memory', 'llama_config', 'accelerate_config']
 
 # %% ../nbs/09_distributed.ipynb #456204fa
 def param_counts(config, # a transformers model config (`AutoConfig.from_pretrained(name)`)
@@ -46,13 +41,13 @@ def qlora_memory(config, # a transformers model config
                 )->dict:
     "Estimated memory per GPU, in GiB, of QLoRA training with AdamW and gradient checkpointing."
     pc, c = param_counts(config, r), config
-    h, L, V, inter = c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size
+    L = c.num_hidden_layers
     shard = gpus if fsdp else 1
     w4 = pc['quantized'] * nf4_bits() / 8
     other = pc['other'] * (4 if upcast and not fsdp else 2)   # bf16, unless upcast to fp32 (never under FSDP)
     train = pc['lora'] * (8 if fsdp else 16 + 4*(gpus > 1))   # weight, grad, 2 AdamW moments (+ DDP buckets)
     layer = (w4 + other) / L * 2 * fsdp                       # FSDP: this layer and the prefetched next, gathered
-    act = batch * seq_len * (2*h*L + 2*(8*h + 4*inter) + 10*V)
+    act = batch * activation_bytes(c, seq_len, checkpointed=True)   # the one memory model (`03_run`)
     m = dict(weights_4bit=w4/shard, other_weights=other/shard, adapters_and_adamw=train/shard, fsdp_gathered=layer, activations=act)
     m = {k: v/GiB for k, v in m.items()}
     return {**m, 'total': sum(m.values())}

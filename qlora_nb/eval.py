@@ -4,12 +4,11 @@
 
 # %% ../nbs/07c_eval.ipynb #8ce5c86b
 from __future__ import annotations
-import base64, gc, html, json, math, os, re, time
+import gc, html, json, math, os, re, time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .config import ConfigError
 from .records import DataError, load_chats, read_records

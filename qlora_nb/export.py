@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_export.ipynb #f06c3e5d
 from __future__ import annotations
-import json, logging, math, os, re, shutil, subprocess, tempfile
+import json, logging, os, re, shutil, subprocess, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,11 +18,11 @@ from .run import adapter_run, Run
 from .infer import merge_adapter, rel_l2
 
 # %% auto #0
-__all__ = ['OUTTYPES', 'FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config', 'converter_class', 'inference_template',
-           'stage_tokenizer', 'check_convertible', 'convert_to_gguf', 'stop_strings', 'modelfile_text',
-           'run_system_prompt', 'quantize_types', 'llama_cpp_module', 'check_quantize', 'quantize_command',
-           'quantize_gguf', 'run_llama_quantize', 'export_gguf', 'gguf_roundtrip', 'load_gguf', 'llamacpp_vocab',
-           'llamacpp_tokens', 'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
+__all__ = ['OUTTYPES', 'CONVERTER_FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config', 'converter_class',
+           'inference_template', 'stage_tokenizer', 'check_convertible', 'convert_to_gguf', 'stop_strings',
+           'modelfile_text', 'run_system_prompt', 'quantize_types', 'llama_cpp_module', 'check_quantize',
+           'quantize_command', 'quantize_gguf', 'run_llama_quantize', 'export_gguf', 'gguf_roundtrip', 'load_gguf',
+           'llamacpp_vocab', 'llamacpp_tokens', 'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
 
 # %% ../nbs/07b_export.ipynb #45e5e856
 OUTTYPES = {'f32': 'float32', 'f16': 'float16', 'bf16': 'bfloat16', 'q8_0': 'bfloat16'}  # converter type -> dtype merged into
@@ -438,7 +438,7 @@ def perplexity(gguf_file, # a .gguf file
 
 # %% ../nbs/07b_export.ipynb #1aa323cf
 # family: (transformers architecture, the tokenizer its hub models ship)
-FAMILIES = {
+CONVERTER_FAMILIES = {
     'llama2': ('LlamaForCausalLM', 'sentencepiece'), 'llama3': ('LlamaForCausalLM', 'bpe'), 'mistral': ('MistralForCausalLM', 'sentencepiece'),
     'qwen2': ('Qwen2ForCausalLM', 'bpe'), 'qwen3': ('Qwen3ForCausalLM', 'bpe'), 'gemma': ('GemmaForCausalLM', 'sentencepiece'),
     'gemma2': ('Gemma2ForCausalLM', 'sentencepiece'), 'gemma3': ('Gemma3ForCausalLM', 'sentencepiece'), 'phi3': ('Phi3ForCausalLM', 'sentencepiece'),
@@ -464,7 +464,7 @@ def families_table()->list[dict]:
     "For each family: the GGUF architecture the converter writes, the tokenizer its models ship, and whether the round trip can run in the tests (or why not)."
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
     rows = []
-    for fam, (arch, kind) in FAMILIES.items():
+    for fam, (arch, kind) in CONVERTER_FAMILIES.items():
         g = _gguf_arch(arch)
         why = ('the converter has no class for the architecture' if g is None else
                f"transformers' GGUF reader has no {g} architecture, so the file cannot be read back" if g not in GGUF_SUPPORTED_ARCHITECTURES else

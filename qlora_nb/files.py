@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['cache_dir', 'atomic_folder']
+__all__ = ['cache_dir', 'atomic_folder', 'built_once']
 
 # %% ../nbs/00b_files.ipynb #c832b91b
 def cache_dir()->Path:
@@ -35,3 +35,12 @@ def atomic_folder(out, # the folder to write
             if not out.exists(): raise   # else another process wrote the same folder first: theirs stands
         if old: shutil.rmtree(old, ignore_errors=True)
     finally: shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../nbs/00b_files.ipynb #c262ee39
+def built_once(out:Path, # the folder to fill
+               build, # `build(folder)` writes the files into an empty folder
+              )->Path:
+    "`out`, built by `build` on first use into a temporary folder that is then renamed, so no process sees half a folder."
+    if (out/'config.json').exists(): return out
+    with atomic_folder(out) as tmp: build(tmp)   # another process that finished first wins; its folder is the same
+    return out

@@ -8,7 +8,7 @@ import copy, sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextStreamer
+from transformers import AutoModelForCausalLM, TextStreamer
 from peft import PeftModel
 
 from .config import ConfigError

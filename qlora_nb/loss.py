@@ -4,18 +4,16 @@
 
 # %% ../nbs/05b_loss.ipynb #9eaea5e6
 from __future__ import annotations
-import functools, importlib.util, types
+import functools, types
 
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
-from .run import fsdp_enabled
+from .run import fsdp_enabled, logit_transform, loss_choice   # the families and the choice: the run decides
 
 # %% auto #0
-__all__ = ['PLAIN_FAMILIES', 'CHUNK_MB', 'KERNELS', 'shifted_labels', 'apply_transform', 'logit_transform', 'chunk_rows',
-           'ChunkedCE', 'chunked_lm_loss', 'loss_kernel', 'kernel_loss', 'causal_lm', 'loss_path',
-           'enable_chunked_loss', 'apply_loss_config']
+__all__ = ['CHUNK_MB', 'shifted_labels', 'apply_transform', 'chunk_rows', 'ChunkedCE', 'chunked_lm_loss', 'kernel_loss',
+           'causal_lm', 'loss_path', 'use_loss', 'enable_chunked_loss', 'apply_loss_config']
 
 # %% ../nbs/05b_loss.ipynb #18ad2b9d
 def shifted_labels(labels:torch.Tensor, # (batch, tokens), -100 where no loss is taken
@@ -34,20 +32,6 @@ def apply_transform(y:torch.Tensor, # the head's output
     if t.get('div') is not None: y = y / t['div']
     if t.get('softcap') is not None: y = torch.tanh(y / t['softcap']) * t['softcap']
     return y
-
-# %% ../nbs/05b_loss.ipynb #affb5663
-PLAIN_FAMILIES = ('LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Phi3ForCausalLM',
-                  'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM')
-
-def logit_transform(model, # a transformers causal LM
-                   )->dict|None:
-    "The final logit transform of a transformers causal LM's family (`{}`: none), or None for a family not known here."
-    n = type(model).__name__
-    if n in PLAIN_FAMILIES: return {}
-    if n in ('Gemma2ForCausalLM', 'Gemma3ForCausalLM'): return dict(softcap=model.config.final_logit_softcapping)
-    if n in ('CohereForCausalLM', 'Cohere2ForCausalLM'): return dict(mul=model.logit_scale)
-    if n == 'GraniteForCausalLM': return dict(div=model.config.logits_scaling)
-    return None
 
 # %% ../nbs/05b_loss.ipynb #3fc39fb3
 CHUNK_MB = 64
@@ -107,14 +91,6 @@ def chunked_lm_loss(hidden:torch.Tensor, # (batch, tokens, hidden): the backbone
     for s in range(0, len(t), rows): total += F.cross_entropy(apply_transform(head(h[s:s+rows]), transform).float(), t[s:s+rows], reduction='sum')
     return total / n
 
-# %% ../nbs/05b_loss.ipynb #49ca2e3a
-KERNELS = {'liger': 'liger_kernel', 'cut-cross-entropy': 'cut_cross_entropy'}
-
-def loss_kernel(head:torch.nn.Module, transform:dict)->str|None:
-    "The fused CUDA kernel library that computes this head's loss exactly, if one is installed: 'liger', 'cut-cross-entropy' or None."
-    if type(head) is not torch.nn.Linear or head.weight.device.type != 'cuda' or transform.get('mul') or transform.get('div'): return None
-    return next((k for k, mod in KERNELS.items() if importlib.util.find_spec(mod)), None)
-
 # %% ../nbs/05b_loss.ipynb #cdbd0684
 def kernel_loss(kernel:str, h:torch.Tensor, head:torch.nn.Linear, targets:torch.Tensor, transform:dict, n:float)->torch.Tensor:
     "The summed cross-entropy of the labelled rows `h` through `kernel`, divided by `n`."
@@ -157,31 +133,31 @@ def _forward(self, *args, labels=None, logits_to_keep=0, **kw):
     return CausalLMOutputWithPast(loss=loss, logits=None, cache=getattr(out, 'cache', None),
                                   hidden_states=out.hidden_states, attentions=out.attentions)
 
-def enable_chunked_loss(model, # a transformers causal LM, or a peft model around one
-                        enable:bool|str='auto', # 'auto': where exact; True: or raise; False: the plain loss
-                        chunk_mb:float=CHUNK_MB, # float32 logits per chunk, in MiB
-                       ):
-    "Make `model` compute its training loss without the full logits (a fused CUDA kernel, else chunks); return `model`."
-    from transformers.loss.loss_utils import LOSS_MAPPING
+def use_loss(model, # a transformers causal LM, or a peft model around one
+             path:str, # 'plain', 'chunked', 'liger' or 'cut-cross-entropy' (`loss_choice`; a run's `loss_path`)
+             chunk_mb:float=CHUNK_MB, # float32 logits per chunk, in MiB
+            ):
+    "Make `model` train with the loss `path`: its forward patched (the plain forward restored for 'plain'); return `model`."
     m = causal_lm(model)
     if hasattr(m, '_qlora_nb_plain_forward'): m.forward = m._qlora_nb_plain_forward; del m._qlora_nb_plain_forward
-    m._qlora_nb_loss = 'plain'
-    if enable is False: return model
-    t = logit_transform(m)
-    if t is None or m.loss_function is not LOSS_MAPPING['ForCausalLM'] or fsdp_enabled():
-        if enable is True: raise ConfigError(f"{type(m).__name__}: the chunked loss is not known to be exact for this model"
-                                            f"{' under FSDP' if fsdp_enabled() else ''}; "
-                                            "set training.chunked_loss to auto or false.")
-        return model
-    m._qlora_nb_transform, m._qlora_nb_chunk_mb = t, chunk_mb
-    m._qlora_nb_loss = loss_kernel(m.get_output_embeddings(), t) or 'chunked'
+    m._qlora_nb_loss = path
+    if path == 'plain': return model
+    m._qlora_nb_transform, m._qlora_nb_chunk_mb = logit_transform(m), chunk_mb
     m._qlora_nb_plain_forward = m.forward
     m.forward = types.MethodType(functools.wraps(type(m).forward)(_forward), m)
     return model
 
+def enable_chunked_loss(model, # a transformers causal LM, or a peft model around one
+                        enable:bool|str='auto', # 'auto': where exact; True: or raise; False: the plain loss
+                        chunk_mb:float=CHUNK_MB, # float32 logits per chunk, in MiB
+                       ):
+    "`use_loss` with the path `loss_choice` gives for this model where its head is (a model in hand; a run has decided it: `apply_loss_config`)."
+    m = causal_lm(model)
+    return use_loss(model, loss_choice(m, enable, m.get_output_embeddings().weight.device.type, fsdp_enabled()), chunk_mb)
+
 # %% ../nbs/05b_loss.ipynb #c9a0caa1
 def apply_loss_config(model, # a transformers causal LM, or a peft model around one
-                      training:dict, # the `training` section of a validated config
+                      run, # the resolved run (`resolve_run`): its `loss_path` and `training.loss_chunk_mb`
                      ):
-    "`enable_chunked_loss` with the config's `training.chunked_loss` and `training.loss_chunk_mb`; return `model`."
-    return enable_chunked_loss(model, training['chunked_loss'], training['loss_chunk_mb'])
+    "`use_loss` with the path the run decided; return `model`."
+    return use_loss(model, run.loss_path, run.config['training']['loss_chunk_mb'])

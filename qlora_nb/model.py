@@ -14,7 +14,7 @@ from .config import ConfigError
 from .run import DTYPES, Run, load_kw
 
 # %% auto #0
-__all__ = ['quantization_config', 'lora_config', 'load_base_model', 'load_model']
+__all__ = ['quantization_config', 'lora_config', 'load_base_model', 'cast_trainable', 'load_model']
 
 # %% ../nbs/05_model.ipynb #63d6467e
 def quantization_config(run:Run, # a resolved run (`resolve_run`)
@@ -51,16 +51,26 @@ def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `a
     m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
     return m
 
+# %% ../nbs/05_model.ipynb #1223c7e2
+def cast_trainable(model, # a peft model
+                   dtype:torch.dtype=torch.float32, # the adapters' dtype (`Run.adapter_dtype`)
+                  )->int:
+    "Cast every trainable parameter of `model` to `dtype` in place; return how many were cast."
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != dtype: p.data, n = p.data.to(dtype), n + 1
+    return n
+
 # %% ../nbs/05_model.ipynb #88ad2bf7
 def load_model(run:Run, # a resolved run (`resolve_run`)
               )->torch.nn.Module:
-    "The 4-bit base model with fresh LoRA adapters, ready to train."
+    "The 4-bit base model with fresh LoRA adapters in the run's `adapter_dtype`, ready to train."
     m = load_base_model(run)
-    tr = run.config['training']
-    kw = tr.get('activation_checkpointing_kwargs') or tr.get('gradient_checkpointing_kwargs') or {'use_reentrant': False}
-    gc = run.gradient_checkpointing
+    kw, gc = run.checkpointing_kwargs, run.gradient_checkpointing
     if run.upcast_unquantized: m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=kw)
     else:  # the same steps without the fp32 upcast
         for p in m.parameters(): p.requires_grad_(False)
         if gc: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw); m.enable_input_require_grads()
-    return get_peft_model(m, lora_config(run), autocast_adapter_dtype=not run.fsdp)   # FSDP: adapters in the compute dtype too
+    m = get_peft_model(m, lora_config(run), autocast_adapter_dtype=run.adapter_dtype == 'float32')
+    cast_trainable(m, DTYPES[run.adapter_dtype])
+    return m

@@ -4,11 +4,12 @@
 
 # %% ../nbs/03_run.ipynb #c2b76430
 from __future__ import annotations
-import dataclasses, json, os, sys, warnings
+import dataclasses, importlib.util, json, os, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from jinja2 import TemplateError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from .config import CONFIG_NAME, ConfigError, load_config
@@ -17,12 +18,13 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
                                template_facts)
 
 # %% auto #0
-__all__ = ['DTYPES', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device',
-           'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'mixed_precision',
-           'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers',
-           'linear_module_names', 'check_target_modules', 'lora_targets', 'activation_bytes', 'free_memory',
-           'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing', 'Run', 'resolve_run', 'run_report',
-           'adapter_config', 'adapter_run']
+__all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
+           'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
+           'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
+           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'nf4_bits',
+           'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing',
+           'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run',
+           'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -49,9 +51,15 @@ def _hub_config(name:str)->str:
     if isinstance(hit, str): return hit
     if _offline(): raise ConfigError(f"model_name {name!r}: no such local folder, and as a hub id it is not in the local cache while "
                                      "HF_HUB_OFFLINE is set; point model_name at a model folder, or download it once online.")
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
     try: return hf_hub_download(name, 'config.json')
-    except Exception as e: raise ConfigError(f"model_name {name!r}: no such local folder, and the hub has no model of that name with a "
-                                             f"config.json ({type(e).__name__}); check the spelling, or log in for a gated model.") from None
+    except GatedRepoError: raise ConfigError(f"model_name {name!r} is a gated model; accept its terms on its hub page, then log in "
+                                             "(hf auth login) and run again.") from None
+    except LocalEntryNotFoundError as e: raise ConfigError(f"model_name {name!r}: no such local folder, and the hub could not be reached "
+                                                           f"({type(e).__name__}); check the network, or point model_name at a model folder.") from None
+    except (RepositoryNotFoundError, EntryNotFoundError) as e:
+        raise ConfigError(f"model_name {name!r}: no such local folder, and the hub has no model of that name with a config.json "
+                          f"({type(e).__name__}); check the spelling, or log in for a private model.") from None
 
 def check_model_name(name:str, # a config's `model_name`, after `model_path`
                      trust_remote_code:bool=False)->str:
@@ -174,7 +182,7 @@ def mixed_precision(training:dict, # the `training` section of a validated confi
 def _never_trained(tokenizer)->set[str]:
     "Tokens the model is trained to write: EOS and the template's end-of-turn tokens."
     try: eot = end_of_turn_tokens(tokenizer)
-    except Exception: eot = []   # no template, or one that refuses a plain user/assistant chat
+    except (ValueError, TemplateError): eot = []   # no template (ValueError), or one that refuses a plain user/assistant chat
     return {tokenizer.eos_token, *eot}
 
 def pad_token_choice(tokenizer, # the model's tokenizer, as loaded
@@ -258,12 +266,21 @@ def lora_targets(want, # `lora.target_modules`
     return have if want == 'all-linear' else want
 
 # %% ../nbs/03_run.ipynb #ea4ff01f
+def nf4_bits(blocksize:int=64, # weights per first-level absmax
+             blocksize2:int=256, # absmaxes per fp32 second-level constant (double quantization)
+            )->float:
+    "Bits per parameter of an NF4 weight with double-quantized scales (derived in `09_distributed`, measured in `90_benchmark`)."
+    return 4 + 8/blocksize + 32/(blocksize*blocksize2)
+
 def activation_bytes(model_config, # a transformers model config (hidden_size, intermediate_size, num_hidden_layers, vocab_size)
                      tokens:int, # padded tokens in one batch
+                     checkpointed:bool=False, # with gradient checkpointing: each layer's input kept, one layer's intermediates recomputed
+                     logits:bool=True, # count the logits (bf16, fp32 and the fp32 gradient); False: the chunked loss never holds them
                     )->int:
-    "Rough activation memory of one training batch without gradient checkpointing, in bytes."
-    h, i = model_config.hidden_size, model_config.intermediate_size
-    return tokens * (model_config.num_hidden_layers * (16*h + 6*i) * 2 + 8 * model_config.vocab_size)
+    "Rough activation memory of one training batch, in bytes: the one memory model of `inspect`, `09_distributed` and `90_benchmark`."
+    h, i, L, V = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers, model_config.vocab_size
+    layer = (16*h + 6*i) * 2   # bytes a token of one layer's intermediates, in 16 bits
+    return tokens * ((2*h*L + layer if checkpointed else L * layer) + (10*V if logits else 0))
 
 # %% ../nbs/03_run.ipynb #2e8e7f43
 def free_memory()->int:
@@ -303,6 +320,63 @@ def checkpointing(cfg:dict, # a validated config
     if v != 'auto': return bool(v)
     return needs_checkpointing(getattr(model_config, 'text_config', model_config), batch_tokens(cfg), free_memory() if free is None else free)
 
+# %% ../nbs/03_run.ipynb #5d7dbebb
+PLAIN_FAMILIES = ('LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Phi3ForCausalLM',
+                  'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM')
+
+def logit_transform(model, # a transformers causal LM
+                   )->dict|None:
+    "The final logit transform of a transformers causal LM's family (`{}`: none), or None for a family not known here."
+    n = type(model).__name__
+    if n in PLAIN_FAMILIES: return {}
+    if n in ('Gemma2ForCausalLM', 'Gemma3ForCausalLM'): return dict(softcap=model.config.final_logit_softcapping)
+    if n in ('CohereForCausalLM', 'Cohere2ForCausalLM'): return dict(mul=model.logit_scale)
+    if n == 'GraniteForCausalLM': return dict(div=model.config.logits_scaling)
+    return None
+
+# %% ../nbs/03_run.ipynb #b7cd7ef5
+KERNELS = {'liger': 'liger_kernel', 'cut-cross-entropy': 'cut_cross_entropy'}   # fused head + cross-entropy kernels, by package
+
+def loss_choice(model, # a transformers causal LM: a run's skeleton (`model_skeleton`), or a loaded model
+                setting:bool|str='auto', # `training.chunked_loss`: 'auto' (where exact), True (exact or refused), False
+                device:str='cpu', # where the head computes: on CUDA an installed kernel library is used
+                fsdp:bool=False, # whether the run is under FSDP (the plain loss then)
+               )->str:
+    "The training loss path: 'plain' (full logits), 'chunked', or a fused kernel, 'liger' or 'cut-cross-entropy', where one is installed and exact."
+    from transformers.loss.loss_utils import LOSS_MAPPING
+    if setting is False: return 'plain'
+    t = logit_transform(model)
+    if t is None or model.loss_function is not LOSS_MAPPING['ForCausalLM'] or fsdp:
+        if setting is True: raise ConfigError(f"{type(model).__name__}: the chunked loss is not known to be exact for this model"
+                                              f"{' under FSDP' if fsdp else ''}; set training.chunked_loss to auto or false.")
+        return 'plain'
+    if str(device).startswith('cuda') and type(model.get_output_embeddings()) is torch.nn.Linear and not (t.get('mul') or t.get('div')):
+        k = next((k for k, mod in KERNELS.items() if importlib.util.find_spec(mod)), None)
+        if k: return k
+    return 'chunked'
+
+# %% ../nbs/03_run.ipynb #540f2979
+def batching_plan(cfg:dict, # a validated config
+                 )->dict:
+    "How a config's training batches are made: `max_tokens_per_batch` (None: batches count rows), the `sampler` and the `collator`."
+    budget, seed = token_budget(cfg), cfg['data']['format'] == 'seed'
+    sampler = 'token_budget' if budget else cfg['training'].get('train_sampling_strategy', 'random' if seed else 'group_by_length')
+    return dict(max_tokens_per_batch=budget, sampler=sampler, collator='seed' if seed else 'pack' if cfg['data']['packing'] else 'pad')
+
+# %% ../nbs/03_run.ipynb #540ccc2f
+def adapter_dtype(compute:torch.dtype, # the run's compute dtype (`compute_dtype`)
+                  fsdp:bool, # whether the run is under FSDP
+                 )->str:
+    "The dtype the LoRA adapters train in, a name of `DTYPES`: float32, or under FSDP the compute dtype (one dtype per flattened unit)."
+    return str(compute).removeprefix('torch.') if fsdp else 'float32'
+
+def checkpointing_kwargs(training:dict, # the `training` section of a validated config
+                         on:bool, # whether the run checkpoints activations (`checkpointing`)
+                        )->dict|None:
+    "`activation_checkpointing_kwargs` of a run that checkpoints: the config's (also under the seed's name `gradient_checkpointing_kwargs`), else non-reentrant."
+    if not on: return None
+    return training.get('activation_checkpointing_kwargs') or training.get('gradient_checkpointing_kwargs') or {'use_reentrant': False}
+
 # %% ../nbs/03_run.ipynb #c8b434a8
 RUN_NAME = 'qlora_nb_run.json'   # the resolved run, saved beside the adapter
 
@@ -329,6 +403,13 @@ class Run:
     compute_dtype: str # the 4-bit layers' compute dtype, a name of `DTYPES`
     mixed_precision: str # the Trainer's: 'bf16', 'fp16' or 'no' ('no' in a run for inference)
     gradient_checkpointing: bool
+    checkpointing_kwargs: dict|None # `activation_checkpointing_kwargs` when checkpointing (`checkpointing_kwargs`)
+    adapter_dtype: str # the LoRA adapters' dtype (`adapter_dtype`): float32, the compute dtype under FSDP
+    format: str # `data.format`: 'chat_template', or 'seed' (the seed recipe's rows)
+    loss_path: str # 'plain', 'chunked', 'liger' or 'cut-cross-entropy' (`loss_choice`)
+    max_tokens_per_batch: int|None # padded tokens a training batch holds; None: batches count rows (`batching_plan`)
+    sampler: str # 'token_budget', or the Trainer's `train_sampling_strategy` for batches of rows
+    collator: str # 'seed' (`DataCollatorForLanguageModeling`), 'pack' or 'pad'
     upcast_unquantized: bool # whether the weights left unquantized are cast to fp32
     fsdp: bool # whether this process runs under accelerate's FSDP
     train_data: DataSource|None # the training data, found and hashed once; None for an adapter's run (inference)
@@ -351,7 +432,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                 tokenizer_from=None, # the folder to load the tokenizer from: an adapter's; None: the model's
                 for_training:bool=True, # also find and hash the data files and decide mixed precision; False: a run for inference (an adapter's)
                )->Run:
-    "Decide everything about a run once: the model folder, architecture, linear layers, tokens and template, device and precision, checkpointing, the data files."
+    "Decide everything about a run once: the model folder, architecture, linear layers, tokens and template, device and precision, checkpointing, loss path, batching, the data files."
     path = safe_model_path(cfg)   # a wrong model name fails before anything is loaded or read
     trc = cfg['trust_remote_code']
     mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
@@ -367,6 +448,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     chat = cfg['data']['format'] == 'chat_template'
     upcast = cfg['quantization']['upcast_unquantized']
     text = getattr(mc, 'text_config', mc)
+    gc, tr = checkpointing(cfg, mc), cfg['training']
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
                vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
                linear_names=have, lora_targets=lora_targets(want, have),
@@ -376,7 +458,8 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
                template=template_facts(tok, cfg['data']['chat_template_kwargs']) if chat else None, system_note=system_note(tok) if chat else None,
                device=str(dev), compute_dtype=str(dt).removeprefix('torch.'),
                mixed_precision=mixed_precision(cfg['training'], dt, on_cpu, bf16_ok) if for_training else 'no',
-               gradient_checkpointing=checkpointing(cfg, mc),
+               gradient_checkpointing=gc, checkpointing_kwargs=checkpointing_kwargs(tr, gc), adapter_dtype=adapter_dtype(dt, fsdp),
+               format=cfg['data']['format'], loss_path=loss_choice(skeleton, tr['chunked_loss'], str(dev), fsdp), **batching_plan(cfg),
                upcast_unquantized=False if fsdp else (dt == torch.float16 if upcast == 'auto' else bool(upcast)),  # FSDP: one dtype per flat tensor
                fsdp=fsdp, train_data=train_source(cfg) if for_training else None, eval_data=eval_source(cfg) if for_training else None,
                tokenizer=tok, model_config=mc, generation_config=gen)
@@ -407,7 +490,10 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
              + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',
              f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
              f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"
-             + (', FSDP' if run.fsdp else '') + '.']
+             + (', FSDP' if run.fsdp else '') + f"; adapters in {run.adapter_dtype}; loss {run.loss_path}.",
+             f"Batches: " + (f"at most {run.max_tokens_per_batch:,} padded tokens each" if run.max_tokens_per_batch else
+                             f"{c['training']['per_device_train_batch_size']} rows each ({run.sampler})")
+             + f", collator {run.collator}" + (" (the seed recipe's format)" if run.format == 'seed' else '') + '.']
     for what, src in (('Training data', run.train_data), ('Eval data', run.eval_data)):
         if src: lines.append(f"{what}: {src.name} ({len(src.files)} file{'s' * (len(src.files) > 1)}, fingerprint {src.fingerprint}).")
     return '\n'.join(lines)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_tiny.ipynb #b799f902
 from __future__ import annotations
-import json, shutil, tempfile
+import json, tempfile
 from pathlib import Path
 from importlib.resources import files
 
@@ -15,12 +15,12 @@ from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, pr
 from transformers import PreTrainedTokenizerFast, LlamaTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
-from .files import atomic_folder, cache_dir
+from .files import cache_dir, built_once
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHATML_TOKENS', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path',
            'read_sample_chats', 'chat_texts', 'train_sentencepiece', 'tokenizer_from_sentencepiece', 'train_tokenizer',
-           'make_tiny_model', 'built_once', 'tiny_model_dir']
+           'make_tiny_model', 'tiny_model_dir']
 
 # %% ../nbs/10_tiny.ipynb #50585036
 def sample_chats_path()->Path:
@@ -105,40 +105,24 @@ def tokenizer_from_sentencepiece(model:bytes, # a serialized SentencePiece BPE m
     return fast
 
 # %% ../nbs/10_tiny.ipynb #804d08c9
-def _byte_fallback(tok:Tokenizer, n_special:int)->Tokenizer:
-    "`tok` with SentencePiece's 256 byte tokens `<0x00>`…`<0xFF>` right after its special tokens."
-    j = json.loads(tok.to_str())
-    vocab = sorted(j['model']['vocab'].items(), key=lambda kv: kv[1])
-    byte_toks = [f'<0x{b:02X}>' for b in range(256)]
-    rest = [t for t, _ in vocab[n_special:] if t not in byte_toks]
-    j['model']['vocab'] = {t: i for i, t in enumerate([t for t, _ in vocab[:n_special]] + byte_toks + rest)}
-    return Tokenizer.from_str(json.dumps(j))
-
 def train_tokenizer(texts, # an iterable of strings to learn the merges from
                     vocab_size:int=2048, # total vocabulary, special tokens and the 256 bytes included
                     special_tokens:list[str]=SPECIAL_TOKENS, # added first, in this order (ids 0, 1, …)
-                    kind:str='byte_bpe', # 'byte_bpe' (GPT-2, Llama 3, Qwen) or 'sentencepiece' (Llama 2, Gemma, Mistral: `▁` words, byte fallback)
+                    kind:str='byte_bpe', # 'byte_bpe' (GPT-2, Llama 3, Qwen), the only kind trained here: SentencePiece ones come from `train_sentencepiece`
                     chat_template:str=CHAT_TEMPLATE, # the Jinja chat template
                     add_bos:bool=False, # whether `tokenizer(text)` puts BOS first, as Llama and Gemma tokenizers do
                     **tokens, # `eos_token`, `pad_token`, `unk_token`, `bos_token` (None: absent); default: ChatML's, EOS `<|im_end|>`
                    )->PreTrainedTokenizerFast:
-    "A BPE tokenizer trained on `texts`, with `special_tokens`, the `tokens` conventions and `chat_template`."
+    "A byte-level BPE tokenizer trained on `texts`, with `special_tokens`, the `tokens` conventions and `chat_template`."
     tokens = {**CHATML_TOKENS, **tokens}
-    if kind == 'byte_bpe':
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator(texts, trainer)
-    elif kind == 'sentencepiece':
-        tok = Tokenizer(models.BPE(unk_token=tokens['unk_token'], byte_fallback=True, fuse_unk=True))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement='▁', prepend_scheme='first')
-        tok.decoder = decoders.Sequence([decoders.Replace('▁', ' '), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(' ', 1, 0)])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size-256, special_tokens=special_tokens, show_progress=False)
-        tok.train_from_iterator(texts, trainer)
-        tok = _byte_fallback(tok, len(special_tokens))
-    else: raise ValueError(f"kind={kind!r}: use 'byte_bpe' or 'sentencepiece'.")
+    if kind != 'byte_bpe': raise ValueError(f"kind={kind!r}: only 'byte_bpe' is trained here; a SentencePiece tokenizer comes from "
+                                            "train_sentencepiece and tokenizer_from_sentencepiece.")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
     if add_bos:
         b = tokens['bos_token']
         tok.post_processor = processors.TemplateProcessing(single=f'{b} $A', pair=f'{b} $A {b} $B', special_tokens=[(b, tok.token_to_id(b))])
@@ -180,15 +164,6 @@ def make_tiny_model(out_dir, # folder to save the model and tokenizer into (crea
 
 # %% ../nbs/10_tiny.ipynb #c832b91b
 TINY_VERSION = 3  # 3: the template renders tools, tool calls and reasoning; 2: SentencePiece tokenizer (was byte-level BPE). Bump when make_tiny_model changes what it builds, so old caches are not reused
-
-# %% ../nbs/10_tiny.ipynb #1c7877e4
-def built_once(out:Path, # the folder to fill
-               build, # `build(folder)` writes the files into an empty folder
-              )->Path:
-    "`out`, built by `build` on first use into a temporary folder that is then renamed, so no process sees half a folder."
-    if (out/'config.json').exists(): return out
-    with atomic_folder(out) as tmp: build(tmp)   # another process that finished first wins; its folder is the same
-    return out
 
 # %% ../nbs/10_tiny.ipynb #fe274890
 def tiny_model_dir(**kwargs)->Path:

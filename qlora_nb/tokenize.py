@@ -15,6 +15,7 @@ from .records import (BATCH_ROWS, DataSource, _Writer, NEEDS, _chats, chat_from_
                               eval_source, source_counts, train_source)
 from .template import (TemplateFacts, check_template_needs, format_messages, reasoning_note, template_facts, template_lacks,
                                tokenize_conversation)
+from .run import Run
 
 # %% auto #0
 __all__ = ['TOKENIZED_FEATURES', 'STATS', 'MIN_ROWS_PER_PROC', 'tokenize_seed', 'cpu_count', 'data_num_proc', 'tokenize_chats',
@@ -261,14 +262,15 @@ class Datasets(typing.NamedTuple):
     stats: dict
 
 # %% ../nbs/04_tokenize.ipynb #2c85ebd4
-def build_datasets(config:dict, # a validated config (`load_config`)
-                   tokenizer, # the run's tokenizer
+def build_datasets(config, # a resolved run (`resolve_run`: its config, tokenizer, data and template facts are used), or a validated config
+                   tokenizer=None, # with a config: the run's tokenizer
                    train:DataSource|None=None, # the training data, found once (`data_source`); None: found here from the config
                    eval:DataSource|None=None, # the eval data of `data.eval_path`, found once; None: found here when the config names one
                    facts:TemplateFacts|None=None, # `template_facts(tokenizer)` when the caller has it (a resolved run)
                    log=print, # gets one line per data set read: tokenized now, or found in the cache
                   )->Datasets:
-    "The tokenized training set, eval set (or None) and counts of a config: read once, through the cache."
+    "The tokenized training set, eval set (or None) and counts of a resolved run (or a config): read once, through the cache."
+    if isinstance(config, Run): config, tokenizer, train, eval, facts = config.config, config.tokenizer, config.train_data, config.eval_data, config.template
     d = config['data']
     ds, stats = tokenized_chats(train or train_source(config), tokenizer, d, log, facts, config['model_name'])
     if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or eval_source(config), tokenizer, d, log, facts, config['model_name'])[0], stats)

@@ -4,38 +4,28 @@
 
 # %% ../nbs/06_train.ipynb #9700e43f
 from __future__ import annotations
-import json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
-from contextlib import nullcontext
+import json, os, re, shutil, signal, socket, sys, threading, time
 from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .config import ConfigError, own_defaults, save_config, load_config
+from .config import ConfigError, own_defaults, save_config
 from .files import atomic_folder
 from .batching import TokenBudgetBatchSampler, collator
 from .template import fold_system
 from .tokenize import build_datasets
-from .run import token_budget, RUN_NAME, Run, quiet_replica, resolve_run
+from .run import RUN_NAME, Run, quiet_replica, resolve_run
 from .loss import apply_loss_config
 from .model import load_model
 
 # %% auto #0
-__all__ = ['COMPLETE', 'LOCK_NAME', 'SAMPLES', 'CARD_EVAL', 'fp32_trainable', 'has_eval_split', 'best_fits', 'training_args',
-           'checkpoints', 'last_checkpoint', 'mark_complete', 'CheckpointKeeper', 'best_checkpoint', 'RunLock',
-           'Interrupted', 'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'TextStream',
-           'first_prompts', 'read_prompts', 'SampleAnswers', 'sample_prompts', 'loss_curves', 'plot_losses',
-           'save_loss_plot', 'LossPlot', 'detect_languages', 'model_card', 'save_adapter', 'losses', 'trim_samples',
+__all__ = ['COMPLETE', 'LOCK_NAME', 'SAMPLES', 'CARD_EVAL', 'has_eval_split', 'best_fits', 'training_args', 'checkpoints',
+           'last_checkpoint', 'mark_complete', 'CheckpointKeeper', 'best_checkpoint', 'RunLock', 'Interrupted',
+           'NonFiniteLoss', 'StopOnSignal', 'nonfinite_advice', 'QLoRATrainer', 'TextStream', 'first_prompts',
+           'read_prompts', 'SampleAnswers', 'sample_prompts', 'loss_curves', 'plot_losses', 'save_loss_plot',
+           'LossPlot', 'detect_languages', 'model_card', 'save_adapter', 'make_trainer', 'losses', 'trim_samples',
            'train']
-
-# %% ../nbs/06_train.ipynb #286d2b91
-def fp32_trainable(model, # a peft model
-                  )->int:
-    "Cast every trainable parameter of `model` to float32 in place; return how many were cast."
-    n = 0
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32: p.data, n = p.data.float(), n + 1
-    return n
 
 # %% ../nbs/06_train.ipynb #e7a1c001
 def has_eval_split(cfg:dict, # a validated config
@@ -60,20 +50,19 @@ def training_args(run:Run, # a resolved run
                  )->TrainingArguments:
     "`TrainingArguments` of a resolved run: the config's `training` fields, with precision and checkpointing as the run decided them."
     cfg = run.config
-    decided = ('bf16', 'fp16', 'gradient_checkpointing', 'activation_checkpointing')   # in `run.mixed_precision`, `run.gradient_checkpointing`
+    decided = ('bf16', 'fp16', 'gradient_checkpointing', 'activation_checkpointing', 'gradient_checkpointing_kwargs',
+               'activation_checkpointing_kwargs', 'train_sampling_strategy')   # the run's mixed_precision, checkpointing, sampler
     tr = {k: v for k, v in cfg['training'].items() if k not in own_defaults('training') and k not in decided}
-    if cfg['data']['format'] != 'seed': tr.setdefault('train_sampling_strategy', 'group_by_length')
-    # The seed's `gradient_checkpointing_kwargs` is called `activation_checkpointing_kwargs` in transformers 5.
-    if 'gradient_checkpointing_kwargs' in tr: tr.setdefault('activation_checkpointing_kwargs', tr.pop('gradient_checkpointing_kwargs'))
+    tr['train_sampling_strategy'] = 'group_by_length' if run.sampler == 'token_budget' else run.sampler   # the budget's batches: `QLoRATrainer`
     tr['activation_checkpointing'] = run.gradient_checkpointing
-    if run.gradient_checkpointing: tr.setdefault('activation_checkpointing_kwargs', {'use_reentrant': False})
+    if run.checkpointing_kwargs: tr["activation_checkpointing_kwargs"] = run.checkpointing_kwargs
     if has_eval_split(cfg):
-        tr.setdefault('eval_strategy', 'steps')
-        tr.setdefault('metric_for_best_model', 'eval_loss'); tr.setdefault('greater_is_better', False)
-        tr.setdefault('load_best_model_at_end', best_fits(tr))
+        tr.setdefault("eval_strategy", "steps")
+        tr.setdefault("metric_for_best_model", "eval_loss"); tr.setdefault("greater_is_better", False)
+        tr.setdefault("load_best_model_at_end", best_fits(tr))
         # the early-stopping count lives in the checkpoint's trainer_state.json; the Trainer reads it back only when asked
-        if cfg['training']['early_stopping_patience']: tr.setdefault('restore_callback_states_from_checkpoint', True)
-    elif cfg['training']['early_stopping_patience']:
+        if cfg["training"]["early_stopping_patience"]: tr.setdefault("restore_callback_states_from_checkpoint", True)
+    elif cfg["training"]["early_stopping_patience"]:
         raise ConfigError("training.early_stopping_patience needs an eval split to watch; set data.eval_fraction (e.g. 0.1) or data.eval_path.")
     tr.setdefault('ddp_find_unused_parameters', False)  # every adapter takes part in every step (`09_distributed`)
     if run.device == 'cpu' and int(os.environ.get('WORLD_SIZE', 1)) > 1: tr.setdefault('ddp_backend', 'gloo')
@@ -193,7 +182,7 @@ class RunLock:
 
 # %% ../nbs/06_train.ipynb #e0962090
 from transformers.trainer_utils import has_length
-from .batching import SeededSampler
+from .batching import SeededSampler, row_lengths
 
 class Interrupted(Exception):
     "Training was stopped by Ctrl-C after writing a checkpoint."
@@ -245,14 +234,14 @@ class QLoRATrainer(Trainer):
         if how not in ('random', 'group_by_length') or ds is None or not has_length(ds): return super()._get_train_sampler(train_dataset)
         lengths = None
         if how == 'group_by_length':
-            lengths = ds['length'] if 'length' in (getattr(ds, 'column_names', None) or []) else [len(r['input_ids']) for r in ds]
+            lengths = row_lengths(ds).tolist()   # one Arrow read, not one per row
         self.epoch_sampler = SeededSampler(len(ds), self.data_seed, lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return self.epoch_sampler
 
     def get_train_dataloader(self):
         if not self.max_tokens_per_batch or 'length' not in self.train_dataset.column_names: return super().get_train_dataloader()
         from torch.utils.data import DataLoader
-        self.epoch_sampler = bs = TokenBudgetBatchSampler(self.train_dataset['length'], self.max_tokens_per_batch, self.data_seed)
+        self.epoch_sampler = bs = TokenBudgetBatchSampler(row_lengths(self.train_dataset), self.max_tokens_per_batch, self.data_seed)
         ds = self._remove_unused_columns(self.train_dataset, description='training')
         return self.accelerator.prepare(DataLoader(ds, batch_sampler=bs, collate_fn=self.data_collator,
                                                    num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
@@ -491,6 +480,19 @@ def save_adapter(model, # the trained peft model
         (tmp/'README.md').write_text(model_card(run, out.name, log_history, stats, plot=(tmp/'loss.png').is_file()), encoding='utf-8')
     return out
 
+# %% ../nbs/06_train.ipynb #a052a970
+def make_trainer(run:Run, # a resolved run (`resolve_run`)
+                 datasets, # its tokenized data (`build_datasets(run)`)
+                 callbacks=(), # more `TrainerCallback`s
+                 args:TrainingArguments|None=None, # the run's `TrainingArguments` when the caller has them; None: `training_args(run)`
+                )->QLoRATrainer:
+    "The trainer of a resolved run: its model with adapters and loss path, its arguments, data, collator and token-budget batches, as the run decided them."
+    args = args or training_args(run)
+    set_seed(args.seed)
+    model = apply_loss_config(load_model(run), run)   # the loss without full logits where the run chose it (`05b_loss`)
+    return QLoRATrainer(model=model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval, data_collator=collator(run),
+                        callbacks=list(callbacks), max_tokens_per_batch=run.max_tokens_per_batch)
+
 # %% ../nbs/06_train.ipynb #95e73b62
 from contextlib import ExitStack
 
@@ -550,35 +552,35 @@ def train(run:Run|dict, # a resolved run, or a validated config, resolved here (
     "Train a resolved run end to end, resuming from `result_path` unless `overwrite`; return a summary."
     quiet_replica()
     run = run if isinstance(run, Run) else resolve_run(run)   # a wrong model, target or data path fails here, before anything is loaded
-    cfg, tok = run.config, run.tokenizer
+    cfg = run.config
     args = training_args(run, **args_kw)
     keep, args.save_total_limit = args.save_total_limit, None   # rotated by CheckpointKeeper, after completion
     rp, main = Path(cfg['result_path']), args.process_index == 0
     t0 = time.time()
     if main and run.system_note: print(run.system_note, flush=True)
     with args.main_process_first(desc='tokenizing'):   # the main process fills the cache, the others then read it; bad data stops all before result_path is touched
-        sets = build_datasets(cfg, tok, run.train_data, run.eval_data, run.template, log=print if main else lambda line: None)
+        sets = build_datasets(run, log=print if main else lambda line: None)
     with ExitStack() as held:
         ck = _claim_result_path(rp, overwrite, main, held)
         if ck and main: print(f"Resuming from {ck} (step {_step(ck)}); pass --overwrite to start afresh.", flush=True)
-        set_seed(args.seed)
-        model = apply_loss_config(load_model(run), cfg['training'])   # the loss without full logits (`05b_loss`)
-        fp32_trainable(model)
-        trainer = QLoRATrainer(model=model, args=args, train_dataset=sets.train, eval_dataset=sets.eval, data_collator=collator(cfg, tok),
-                               callbacks=[CheckpointKeeper(keep), LossPlot(), *_eval_callbacks(run, sets.eval, main), *callbacks],
-                               max_tokens_per_batch=token_budget(cfg))
+        trainer = make_trainer(run, sets, [CheckpointKeeper(keep), LossPlot(), *_eval_callbacks(run, sets.eval, main), *callbacks], args)
+        model = trainer.model
         if args.disable_tqdm: trainer.remove_callback(PrinterCallback)  # no progress bar: stay quiet, the summary says it all
         with StopOnSignal() as stop:
             trainer.add_callback(stop)
-            trainer.train(resume_from_checkpoint=str(ck) if ck else None)
+            out = trainer.train(resume_from_checkpoint=str(ck) if ck else None)
         if stop.hit:
             raise Interrupted(f"Interrupted at step {trainer.state.global_step}; checkpoint saved in {last_checkpoint(rp)}. "
                               "Run the same command again to resume.")
         sd = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_fsdp_enabled else None  # FSDP: all ranks gather
-        out = save_adapter(model, run, state_dict=sd, log_history=trainer.state.log_history, stats=sets.stats) if trainer.is_world_process_zero() else None
+        saved = (save_adapter(model, run, state_dict=sd, log_history=trainer.state.log_history, stats=sets.stats)
+                 if trainer.is_world_process_zero() else None)
     ls = losses(trainer)
-    return dict(loss_first=ls[0] if ls else math.nan, loss_last=ls[-1] if ls else math.nan, steps=trainer.state.global_step,
+    trained = trainer.state.global_step - (_step(ck) if ck else 0)
+    # `train_loss`: the Trainer's mean over the steps trained here, what a run too short to reach `logging_steps` has; None when no step ran
+    return dict(loss_first=ls[0] if ls else None, loss_last=ls[-1] if ls else None, train_loss=out.training_loss if trained else None,
+                steps=trainer.state.global_step,
                 resumed_from=str(ck) if ck else None, seconds=time.time()-t0, result_path=str(rp.absolute()),
-                save_path=str(out) if out else None, model_name=cfg['model_name'], loss_plot=str(rp.absolute()/'loss.png'),
+                save_path=str(saved) if saved else None, model_name=cfg["model_name"], loss_plot=str(rp.absolute()/"loss.png"),
                 best_checkpoint=trainer.state.best_model_checkpoint if args.load_best_model_at_end else None,
                 trainer=trainer)

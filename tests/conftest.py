@@ -95,6 +95,7 @@ def _reap_spawned():
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: needs NVIDIA GPUs (skipped without them)')
+    config.addinivalue_line('markers', 'slow: a long end-to-end run; CI runs it, `pytest -m "not slow"` leaves it out locally')
 
 # Shared by the resume tests (tests/test_resume.py, tests/test_distributed_resume.py).
 FAULT = REPO/'tests'/'fault_run.py'
@@ -128,3 +129,30 @@ def rel_diff(a:dict, b:dict)->float:
 def complete_steps(run_dir)->list[int]:
     "Steps of the complete checkpoints under a result_path."
     return sorted(int(c.parent.name.split('-')[1]) for c in Path(run_dir).glob('checkpoint-*/qlora_nb_complete.json'))
+
+def refused_in_process(capsys, *args, unwritten=(), needles=())->str:
+    """`refused`, for `qlora-nb ARGS` run in this process through `cli.main` (no torch subprocess to start): the exit code 2,
+    no traceback, the `error: ` sentence holding `needles`, nothing of `unwritten` created. Returns the error text."""
+    from qlora_nb.cli import main
+    args = [str(a) for a in args]
+    try: main(args); code = 0
+    except SystemExit as e: code = e.code
+    out = capsys.readouterr()
+    return refused(subprocess.CompletedProcess(['qlora-nb', *args], code, out.out, out.err), *needles, unwritten=unwritten)
+
+# One adapter for the whole test session: the export, inference and resolved-run tests read the same 12-step adapter
+# instead of each training its own. Tests only read it; one that changes an adapter copies it first.
+ADAPTER_SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_steps=100', 'training.per_device_train_batch_size=4',
+                'data.max_length=96', 'training.disable_tqdm=true']
+
+@pytest.fixture(scope='session')
+def trained_adapter(tmp_path_factory)->Path:
+    "The session's 12-step adapter (`qlora-nb train` with ADAPTER_SETS), trained once; its run folder is beside it (`../run`)."
+    d = tmp_path_factory.mktemp('shared_adapter')
+    a = train_adapter(d, ADAPTER_SETS)
+    assert (d/'run'/'loss.png').stat().st_size > 0
+    return a
+
+def adapter_overrides(adapter:Path)->list[str]:
+    "The `key=value` overrides the session's adapter was trained with (ADAPTER_SETS and its paths)."
+    return [f'result_path={adapter.parent}/run', f'save_path={adapter}', *ADAPTER_SETS]

@@ -1,8 +1,10 @@
 "The bench machinery end to end on the `test` size: every run in its own process, the JSON the CLI writes."
 import argparse, json
+import pytest
 from qlora_nb.bench import add_bench_parser
 from conftest import run
 
+@pytest.mark.slow
 def test_bench_cli_json(tmp_path, capsys):
     p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
     out = tmp_path/'bench.json'
@@ -19,8 +21,9 @@ def test_bench_cli_json(tmp_path, capsys):
     assert by['default']['trained_tokens'] == by['trl']['trained_tokens'] < by['default']['real_tokens']
     # the default's token-budget batches pad less than TRL's random batches of 8, and far less than the seed
     assert by['default']['tokens'] <= by['trl']['tokens'] and by['default']['tokens'] < seed['tokens']
-    assert abs(r['padding_limit'] - seed['tokens'] / seed['real_tokens']) < 1e-9
-    assert abs(r['speedup_vs_seed'] - by['default']['conv_s'] / seed['conv_s']) < 1e-9
+    # the ratios themselves are checked on hand-made runs under `summarize` (90_benchmark); here, that they agree with the
+    # padding each run measured on its own (`pad_fraction`, counted batch by batch)
+    assert r['padding_limit'] == pytest.approx(1 / (1 - seed['pad_fraction'])) and r['padding_limit'] > 2
     assert abs(r['memory']['ratio'] / r['memory']['theory_ratio'] - 1) < 0.05
     assert 'speed-up vs seed' in capsys.readouterr().out
 
@@ -31,6 +34,7 @@ def test_import_bounds_onednn_caches_unless_user_set():
     assert caps(None, None) == ['32', '1']                       # neither set
     assert caps('1024', '512') == ['1024', '512']
 
+@pytest.mark.slow
 def test_bench_vocab_part(tmp_path, capsys):
     "`qlora-nb bench --part vocab` end to end on the `test` size with a wider vocabulary: plain, chunked and TRL, the path each took."
     p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
@@ -44,8 +48,9 @@ def test_bench_vocab_part(tmp_path, capsys):
     assert r['setup']['vocab'] == 4096 and {'rss_vs_trl_512', 'rss_vs_plain_512', 'time_vs_plain_512'} <= set(r)
     assert 'chunked at 512 tokens a batch' in capsys.readouterr().out
 
+@pytest.mark.slow
 def test_bench_part_data(tmp_path, capsys):
-    "`qlora-nb bench --part data`: qlora_nb cold, cached and TRL on the same conversations, each in its own process."
+    "`qlora-nb bench --part data`: `qlora-nb train` to its first step, cold and cached, and TRL, on the same conversations, each a fresh process."
     p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
     out = tmp_path/'data.json'
     a = p.parse_args(['bench', '--part', 'data', '--sizes', '2500', '--json', str(out)])
@@ -55,6 +60,7 @@ def test_bench_part_data(tmp_path, capsys):
     assert set(by) == {'ours', 'cached', 'trl'} and all(x['conversations'] == 2500 for x in r['runs'])
     assert by['ours']['rows'] == by['cached']['rows'] == by['trl']['rows'] == 2500   # nothing dropped: every conversation fits
     assert by['ours']['said'][0].startswith('Tokenized 2,500') and 'nothing to tokenize' in by['cached']['said'][0]
+    assert by['ours']['steps'] == by['cached']['steps'] == 1                            # timed through the first optimizer step
     assert all(x['peak_pss_mb'] > 100 for x in r['runs'])
     assert {'speedup_vs_trl_2500', 'pss_vs_trl_2500', 'cached_speedup_2500'} <= set(r['summary'])
     assert 'TRL SFTTrainer' in capsys.readouterr().out

@@ -7,6 +7,8 @@ from qlora_nb.records import CHATS_VERSION
 from qlora_nb.tiny import TINY_VERSION
 from conftest import FAULT, first_chats, run, sets, torchrun
 
+pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
+
 # `qlora-nb train` through tests/fault_run.py with no fault: as it is, plus one file per rank after training (DUMP_DIR):
 # that rank's adapter weights, the process group it trained in, and its step count.
 

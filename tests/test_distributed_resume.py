@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import FAULT, adapter_weights, complete_steps, first_chats, rel_diff, run, sets, torchrun
 
+pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
+
 # The first 24 sample chats: 23 rows in 6 token-budget batches, so 6 steps an epoch on one process and 3 on two
 # (each rank takes every other batch); 3 epochs.
 SETS = ['data.max_length=64', 'data.max_tokens_per_batch=192', 'training.gradient_accumulation_steps=1', 'training.num_train_epochs=3',

@@ -23,8 +23,8 @@ def assert_round_trip(model_dir, gguf_file, messages=CHAT, tol=5e-2)->dict:
     return r
 
 @pytest.fixture(scope='module')
-def adapter(tmp_path_factory):
-    return train_adapter(tmp_path_factory.mktemp('export'), SETS)
+def adapter(trained_adapter):
+    return trained_adapter   # the session's 12-step adapter (conftest's ADAPTER_SETS, the same as SETS), shared with test_infer
 
 @pytest.fixture(scope='module')
 def merged(adapter, tmp_path_factory):

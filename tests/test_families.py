@@ -10,6 +10,8 @@ from conftest import REPO, run, sets
 
 from qlora_nb.families import COLUMNS, FAMILIES, replica_dir
 
+pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
+
 RESULTS, TRAINED = {}, {}
 CHAT = [{'role': 'system', 'content': 'あなたは簡潔に答えるアシスタントです。'},
         {'role': 'user', 'content': 'フランスの首都はどこですか？'}, {'role': 'assistant', 'content': 'フランスの首都はパリです。'},

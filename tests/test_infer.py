@@ -1,16 +1,10 @@
 "Merge an adapter into the dequantized NF4 base and compare logits; chat and generate from the command line."
 import pytest, torch
-from conftest import run, train_adapter
-
-SETS = ['training.max_steps=12', 'training.learning_rate=5e-3', 'training.save_steps=100', 'training.per_device_train_batch_size=4',
-        'data.max_length=96', 'training.disable_tqdm=true']
+from conftest import run
 
 @pytest.fixture(scope='module')
-def adapter(tmp_path_factory):
-    d = tmp_path_factory.mktemp('infer')
-    train_adapter(d, SETS)
-    assert (d/'run'/'loss.png').stat().st_size > 0
-    return d/'adapter'
+def adapter(trained_adapter):
+    return trained_adapter   # the session's 12-step adapter (conftest), shared with test_export and test_resolved_run
 
 def test_merge_matches_the_4bit_model(adapter, tmp_path):
     from transformers import AutoModelForCausalLM

@@ -1,7 +1,8 @@
 "The chunked loss against each family's own forward, for every family `05b_loss` turns it on for: loss and every gradient."
 import pytest, torch
 from transformers import AutoConfig, AutoModelForCausalLM
-from qlora_nb.loss import PLAIN_FAMILIES, enable_chunked_loss, logit_transform, loss_path
+from qlora_nb.run import PLAIN_FAMILIES, logit_transform
+from qlora_nb.loss import enable_chunked_loss, loss_path
 
 TYPES = dict(LlamaForCausalLM='llama', MistralForCausalLM='mistral', Qwen2ForCausalLM='qwen2', Qwen3ForCausalLM='qwen3',
              Phi3ForCausalLM='phi3', GemmaForCausalLM='gemma', Olmo2ForCausalLM='olmo2', SmolLM3ForCausalLM='smollm3',

@@ -3,6 +3,8 @@ import json, time
 import pytest
 from conftest import FAULT, adapter_weights, complete_steps, finish, first_chats, rel_diff, run, sets, spawn
 
+pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
+
 SETS = ['training.max_steps=8', 'training.save_steps=2', 'training.save_total_limit=2', 'training.logging_steps=1',
         'training.per_device_train_batch_size=2', 'training.gradient_accumulation_steps=2', 'data.max_length=96',
         'training.disable_tqdm=true']
