@@ -374,7 +374,7 @@ def data_config(spec:dict, # a data run: `model_dir`, `data` (a file) or `source
 # %% ../nbs/90_benchmark.ipynb #0d40e3ad
 def prep_one(spec:dict, # a data run of kind 'trl'
             )->dict:
-    "TRL's preparation of the data of `spec` in this process: its tokenizer loaded, then `_trl_prepare`; rows made."
+    "TRL's preparation of the data of `spec` in this process: its tokenizer loaded, then TRL's preparation (_trl_prepare); rows made."
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
