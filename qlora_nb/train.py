@@ -59,7 +59,7 @@ def training_args(run:Run, # a resolved run
     if has_eval_split(cfg):
         tr.setdefault("eval_strategy", "steps")
         tr.setdefault("metric_for_best_model", "eval_loss"); tr.setdefault("greater_is_better", False)
-        tr.setdefault("load_best_model_at_end", best_fits(tr))
+        tr.setdefault("load_best_model_at_end", best_fits({**tr, **kw}))   # `kw` may change the strategies
         # the early-stopping count lives in the checkpoint's trainer_state.json; the Trainer reads it back only when asked
         if cfg["training"]["early_stopping_patience"]: tr.setdefault("restore_callback_states_from_checkpoint", True)
     elif cfg["training"]["early_stopping_patience"]:
