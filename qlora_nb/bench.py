@@ -137,7 +137,10 @@ def _trainer(spec:dict):
               seed=0, bf16=True, use_cpu=spec.get('device', 'cpu') == 'cpu',
               **{k: v for k, v in tr.items() if k in spec.get('training', {})})
     args = SFTConfig(**{**kw, **spec.get('sft', {})})   # `sft`: a run's own SFTConfig fields (the vocabulary part's token budget)
-    return SFTTrainer(model=load_base_model(run), args=args, train_dataset=load_chats(run.train_data),
+    from datasets import Dataset
+    from qlora_nb.records import chat_from_row
+    chats = Dataset.from_list([{'messages': chat_from_row(r)['messages']} for r in load_chats(run.train_data)])   # the chats as TRL reads them
+    return SFTTrainer(model=load_base_model(run), args=args, train_dataset=chats,
                       processing_class=tok, peft_config=lora_config(run))
 
 def run_one(spec:dict)->dict:

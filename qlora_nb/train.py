@@ -441,7 +441,9 @@ def model_card(run:Run, # the resolved run that trained the adapter
              ('LoRA', f"r={lo.get('r')}, alpha={lo.get('lora_alpha')}, dropout={lo.get('lora_dropout')}, targets {run.lora_targets}"),
              ('training', f"learning rate {tr.get('learning_rate')}, {tr.get('num_train_epochs')} epochs"
                           + (f", {c['train'][-1][0]} optimizer steps" if c['train'] else '') + f", precision {run.mixed_precision}"),
-             ('data', f"{', '.join(files) or cfg['training_data_json_path']}: " + (', '.join(f'{k.replace("_", " ")} {v}' for k, v in (stats or {}).items()) or '—')),
+             ('data', f"{', '.join(files) or cfg['training_data_json_path']}: " + (', '.join(f'{k.replace("_", " ")} {v}' for k, v in (stats or {}).items() if k != 'sources') or '—')),
+             *([('sources', '; '.join(f"{_public(s['source'])}: {s['kept']} kept of {s['read']} ({s['duplicates']} duplicates)" for s in stats['sources']))]
+               if len((stats or {}).get('sources') or []) > 1 else []),
              ('format', f"{cfg['data']['format']}, max_length {cfg['data']['max_length']}, loss on the assistant's replies"),
              ('loss', (f"train {c['train'][0][1]:.3f} → {c['train'][-1][1]:.3f}" if c['train'] else 'not logged')
                       + (f"; eval {c['eval'][-1][1]:.3f} at step {c['eval'][-1][0]}, best {best[1]:.3f} at step {best[0]}" if best else ''))]
