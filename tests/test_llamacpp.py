@@ -31,8 +31,9 @@ PROMPTS = [[{'role': 'user', 'content': '日本の首都はどこですか？'}]
 # the families whose replicas llama.cpp's converter takes — SentencePiece ones and those on a real vocabulary (tests/test_families.py
 # says why not for the rest) — and the embedded default
 CASES = ['default'] + [f for f in FAMILIES if (FAMILIES[f].kind == 'sentencepiece' or FAMILIES[f].vocab) and f != 'gpt_neox']
-# the embedded default, trained long enough to end its replies (the stop test needs a model that stops)
-SETS = ['training.max_steps=60', 'training.learning_rate=5e-3', 'training.save_steps=1000', 'training.disable_tqdm=true']
+# the embedded default, trained long enough to end its replies (the stop test needs a model that stops): 60 steps at 5e-3
+# stopped on both prompts until tool-call and reasoning chats joined the sample data; 100 at 2e-3 stops on them with 1 or 2 threads
+SETS = ['training.max_steps=100', 'training.learning_rate=2e-3', 'training.save_steps=1000', 'training.disable_tqdm=true']
 RESULTS = {}
 # where llama.cpp and the tokenizer are known to differ, and why (the test then expects the difference: strict xfail)
 KNOWN = {'mistral': "runs of spaces: transformers' fast tokenizer (from Mistral's v3 SentencePiece model) splits `x  Paris` "
