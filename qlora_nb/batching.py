@@ -51,20 +51,26 @@ class TokenBudgetBatchSampler:
     "Batches of row indices of at most `max_tokens` padded tokens each: rows sorted by length, batch order shuffled per epoch."
     def __init__(self, lengths, # row lengths: a numpy array (`row_lengths`) or a list of int
                  max_tokens:int, seed:int=0):
-        self.seed, self.epoch, self.batches = seed, 0, []
+        self.seed, self.epoch = seed, 0
         L = np.asarray(lengths, dtype=np.int64)
-        order = np.argsort(-L, kind='stable')   # longest first, ties by index
-        sl, order, s, n = L[order].tolist(), order.tolist(), 0, len(L)
+        self.order = np.argsort(-L, kind='stable')   # longest first, ties by index
+        sl, s, n, starts = L[self.order], 0, len(L), []
         while s < n:   # a batch starts at its longest row and takes as many rows as fit under the budget at that length
-            m = n - s if sl[s] == 0 else max(1, max_tokens // sl[s])
-            self.batches.append(order[s:s+m]); s += m
+            starts.append(s)
+            s += n - s if sl[s] == 0 else max(1, max_tokens // int(sl[s]))
+        # batch k is order[bounds[k]:bounds[k+1]]: two numpy arrays, not a million Python ints in lists (~70 MB at 1M rows)
+        self.bounds = np.array(starts + [n], dtype=np.int64)
 
+    @property
+    def batches(self)->list[list[int]]:
+        "Every batch, as lists of row indices, in the order they were cut."
+        return [self.order[a:b].tolist() for a, b in zip(self.bounds[:-1], self.bounds[1:])]
     def set_epoch(self, epoch:int): self.epoch = epoch
-    def __len__(self): return len(self.batches)
+    def __len__(self): return len(self.bounds) - 1
     def __iter__(self):
-        b = list(self.batches)
-        random.Random(self.seed + self.epoch).shuffle(b)
-        return iter(b)
+        k = list(range(len(self)))
+        random.Random(self.seed + self.epoch).shuffle(k)   # the same permutation shuffling the batches themselves gave
+        return (self.order[self.bounds[i]:self.bounds[i+1]].tolist() for i in k)
 
 # %% ../nbs/04b_batching.ipynb #fc20a1a4
 def row_lengths(ds, # a tokenized dataset (`build_datasets`), or any sized iterable of rows with `input_ids`

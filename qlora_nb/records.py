@@ -8,6 +8,7 @@ import hashlib, json, os, random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features, List, Value
 
@@ -17,7 +18,7 @@ from .formats import DataError, canonical_records, data_kind, hub_dataset, read_
 
 # %% auto #0
 __all__ = ['MAX_PROBLEMS', 'ROLES', 'CHATS_FEATURES', 'CHATS_VERSION', 'BATCH_ROWS', 'WRITE_BYTES', 'NEEDS', 'data_files',
-           'record_problems', 'canonical_chat', 'record_digest', 'scan_chats', 'chat_row', 'chat_from_row',
+           'record_problems', 'canonical_chat', 'DigestSet', 'record_digest', 'scan_chats', 'chat_row', 'chat_from_row',
            'chat_needs', 'data_fingerprint', 'DataSource', 'data_source', 'train_source', 'eval_source',
            'source_counts', 'load_chats', 'chats_needs', 'check_data']
 
@@ -123,6 +124,38 @@ def canonical_chat(rec:dict, # a record `record_problems` found nothing wrong wi
     if rec.get('chat_template_kwargs'): out['chat_template_kwargs'] = rec['chat_template_kwargs']
     return out
 
+# %% ../nbs/01_records.ipynb #22d11589
+class DigestSet:
+    "A set of 16-byte digests (`record_digest`) in two numpy arrays, open addressing: 32-64 bytes a conversation where a Python set of bytes takes ~100, so deduplicating a million conversations costs tens of MB."
+    def __init__(self, capacity:int=1<<16): self.hi, self.lo, self.n = np.zeros(capacity, np.uint64), np.zeros(capacity, np.uint64), 0
+
+    def add(self, d:bytes, # a 16-byte digest
+           )->bool:
+        "Put `d` in the set; False when it was there already."
+        h, l = int.from_bytes(d[:8], 'little') | 1, int.from_bytes(d[8:16], 'little')   # | 1: a zero slot is an empty one
+        hi, lo = self.hi, self.lo
+        m = len(hi) - 1; i = h & m
+        while hi[i]:
+            if hi[i] == h and lo[i] == l: return False
+            i = (i + 1) & m
+        hi[i], lo[i] = h, l
+        self.n += 1
+        if 2 * self.n > len(hi): self._grow()
+        return True
+
+    def _grow(self):
+        full = self.hi != 0
+        keys = zip(self.hi[full].tolist(), self.lo[full].tolist())
+        self.hi, self.lo, n = np.zeros(2 * len(self.hi), np.uint64), np.zeros(2 * len(self.hi), np.uint64), self.n
+        m = len(self.hi) - 1
+        for h, l in keys:
+            i = h & m
+            while self.hi[i]: i = (i + 1) & m
+            self.hi[i], self.lo[i] = h, l
+        self.n = n
+
+    def __len__(self): return self.n
+
 # %% ../nbs/01_records.ipynb #acd4758d
 def record_digest(rec:dict, # a canonical record
                  )->bytes:
@@ -138,7 +171,7 @@ def scan_chats(paths:list, # data sources, as `data_files` gives them
                counts:list|None=None, # gets one dict per source: read, invalid, duplicates dropped, kept (after its weight)
               )->tuple[int, int, list[str]]:
     "One streaming pass over the data sources: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
-    n, count, first, seen = 0, 0, [], set()
+    n, count, first, seen = 0, 0, [], DigestSet()
     for i, p in enumerate(paths):
         w, c = (weights[i] if weights else 1), dict(source=str(p), read=0, invalid=0, duplicates=0, kept=0)
         rng = random.Random(f'{seed}:{i}')   # a source's draws depend on the seed and its place, not on other sources
@@ -151,8 +184,7 @@ def scan_chats(paths:list, # data sources, as `data_files` gives them
             if probs: continue
             if dedup:
                 d = record_digest(rec)
-                if d in seen: c['duplicates'] += 1; continue
-                seen.add(d)
+                if not seen.add(d): c['duplicates'] += 1; continue
             k = int(w) + (w != int(w) and rng.random() < w - int(w))
             c['kept'] += k
             if keep is not None and k:
