@@ -140,19 +140,19 @@ class DigestSet:
             i = (i + 1) & m
         hi[i], lo[i] = h, l
         self.n += 1
-        if 2 * self.n > len(hi): self._grow()
+        if 3 * self.n > 2 * len(hi): self._grow()   # two thirds full at most
         return True
 
     def _grow(self):
         full = self.hi != 0
-        keys = zip(self.hi[full].tolist(), self.lo[full].tolist())
-        self.hi, self.lo, n = np.zeros(2 * len(self.hi), np.uint64), np.zeros(2 * len(self.hi), np.uint64), self.n
+        oh, ol = self.hi[full], self.lo[full]   # 16 bytes an entry; read back a slice at a time, never as a million Python ints
+        self.hi, self.lo = np.zeros(2 * len(self.hi), np.uint64), np.zeros(2 * len(self.lo), np.uint64)
         m = len(self.hi) - 1
-        for h, l in keys:
-            i = h & m
-            while self.hi[i]: i = (i + 1) & m
-            self.hi[i], self.lo[i] = h, l
-        self.n = n
+        for a in range(0, len(oh), 1 << 14):
+            for h, l in zip(oh[a:a + (1 << 14)].tolist(), ol[a:a + (1 << 14)].tolist()):
+                i = h & m
+                while self.hi[i]: i = (i + 1) & m
+                self.hi[i], self.lo[i] = h, l
 
     def __len__(self): return self.n
 
