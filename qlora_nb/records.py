@@ -171,7 +171,7 @@ def scan_chats(paths:list, # data sources, as `data_files` gives them
                counts:list|None=None, # gets one dict per source: read, invalid, duplicates dropped, kept (after its weight)
               )->tuple[int, int, list[str]]:
     "One streaming pass over the data sources: records read, problems found, and the first `MAX_PROBLEMS` problems as sentences."
-    n, count, first, seen = 0, 0, [], DigestSet()
+    n, count, first, seen = 0, 0, [], DigestSet() if dedup else None   # its table only where it is used
     for i, p in enumerate(paths):
         w, c = (weights[i] if weights else 1), dict(source=str(p), read=0, invalid=0, duplicates=0, kept=0)
         rng = random.Random(f'{seed}:{i}')   # a source's draws depend on the seed and its place, not on other sources
