@@ -63,8 +63,9 @@ class TopKeys:
 # %% ../nbs/00_config.ipynb #6281370b
 @dataclass
 class QuantizationKeys:
-    "Our key in `quantization:`; the others are `BitsAndBytesConfig`'s."
+    "Our keys in `quantization:`; the others are `BitsAndBytesConfig`'s."
     upcast_unquantized: bool | Literal['auto'] = option('auto', "cast the weights left unquantized (embeddings, norms, head) to fp32; auto: only under float16 compute")
+    quantize_experts: bool = option(True, "store MoE experts' fused weight tensors in 4-bit too, as the linear layers are (bitsandbytes' parameter quantization)")
 
 # %% ../nbs/00_config.ipynb #4bd2e754
 @dataclass

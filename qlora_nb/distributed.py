@@ -10,7 +10,8 @@ from importlib.resources import files
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from .run import activation_bytes, nf4_bits
+from accelerate import init_empty_weights
+from .run import activation_bytes, expert_tensors, nf4_bits
 
 # %% auto #0
 __all__ = ['GiB', 'param_counts', 'qlora_memory', 'llama_config', 'accelerate_config']
@@ -19,13 +20,13 @@ __all__ = ['GiB', 'param_counts', 'qlora_memory', 'llama_config', 'accelerate_co
 def param_counts(config, # a transformers model config (`AutoConfig.from_pretrained(name)`)
                  r:int=16, # LoRA rank, adapters on every linear layer (`target_modules: all-linear`)
                 )->dict:
-    "Parameters of a model: in 4-bit linear layers, in other (16-bit) weights, and in LoRA adapters of rank `r`."
-    from accelerate import init_empty_weights
+    "Parameters of a model: in 4-bit linear layers, in MoE experts' fused tensors (4-bit too, `05_model.quantize_experts`), in other (16-bit) weights, and in LoRA adapters of rank `r`."
     with init_empty_weights(): m = AutoModelForCausalLM.from_config(config)
     out = m.get_output_embeddings()
     lin = [l for l in m.modules() if isinstance(l, torch.nn.Linear) and l is not out]
-    q = sum(l.weight.numel() for l in lin)
-    return dict(quantized=q, other=sum(p.numel() for p in m.parameters()) - q,
+    q, shapes = sum(l.weight.numel() for l in lin), dict(m.named_parameters())
+    e = sum(shapes[t].numel() for t in expert_tensors(m))
+    return dict(quantized=q, experts=e, other=sum(p.numel() for p in m.parameters()) - q - e,
                 lora=sum(r*(l.in_features + l.out_features) for l in lin))
 
 # %% ../nbs/09_distributed.ipynb #7e66972a
@@ -43,8 +44,8 @@ def qlora_memory(config, # a transformers model config
     pc, c = param_counts(config, r), config
     L = c.num_hidden_layers
     shard = gpus if fsdp else 1
-    w4 = pc['quantized'] * nf4_bits() / 8
-    other = pc['other'] * (4 if upcast and not fsdp else 2)   # bf16, unless upcast to fp32 (never under FSDP)
+    w4 = (pc['quantized'] + pc['experts'] * (not fsdp)) * nf4_bits() / 8   # experts stay bf16 under FSDP (`03_run`)
+    other = pc['other'] * (4 if upcast and not fsdp else 2) + pc['experts'] * 2 * fsdp   # bf16, unless upcast to fp32 (never under FSDP)
     train = pc['lora'] * (8 if fsdp else 16 + 4*(gpus > 1))   # weight, grad, 2 AdamW moments (+ DDP buckets)
     layer = (w4 + other) / L * 2 * fsdp                       # FSDP: this layer and the prefetched next, gathered
     act = batch * activation_bytes(c, seq_len, checkpointed=True)   # the one memory model (`03_run`)

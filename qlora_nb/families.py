@@ -86,7 +86,7 @@ FAMILIES = {
     'mixtral': Family('mixtral', 'Mixtral-8x7B / 8x22B-Instruct-v0.1', 'sentencepiece', 'mixtral',
         ['<unk>', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
-        notes='mixture of experts (fused expert tensors); the template refuses a system turn'),
+        notes='mixture of experts: fused expert tensors, stored NF4 after loading (`05_model.experts_to_4bit`); the template refuses a system turn'),
     'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo', 'sentencepiece', 'rinna_neox',
         ['[PAD]', '[UNK]', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', pad='[PAD]', unk='[UNK]',
         config=dict(tie_word_embeddings=False, rotary_pct=1.0, use_parallel_residual=True),
@@ -238,7 +238,7 @@ def replica_dir(family:str, # a key of `FAMILIES`
     return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}', lambda d: make_replica(family, d))
 
 # %% ../nbs/11_families.ipynb #bfd6e6ad
-COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export')
+COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export', '4-bit base')
 
 def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py (and tests/test_llamacpp.py: llama.cpp) write it
                  )->str:

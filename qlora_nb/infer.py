@@ -15,7 +15,7 @@ from .config import ConfigError
 from .files import atomic_folder
 from .template import fold_system
 from .run import DTYPES, Run, adapter_run, linear_layers
-from .model import load_base_model
+from .model import experts_to_4bit, load_base_model, own_lora_proxies
 
 # %% auto #0
 __all__ = ['load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout', 'dequantized_base', 'merge_adapter',
@@ -27,7 +27,8 @@ def load_for_inference(adapter_dir, # an adapter folder (a run's save_path)
                       ):
     "`(model, tokenizer)`: the 4-bit base of the run that made `adapter_dir`, with the adapter on, in eval mode."
     run = run or adapter_run(adapter_dir)
-    model = PeftModel.from_pretrained(load_base_model(run), adapter_dir)
+    model = PeftModel.from_pretrained(load_base_model(run, experts=False), adapter_dir)
+    if run.quantize_experts: experts_to_4bit(model, run); own_lora_proxies(model)   # adapters on plain tensors first (`05_model`)
     return model.eval(), run.tokenizer
 
 # %% ../nbs/07_infer.ipynb #48eb787c
@@ -87,15 +88,17 @@ def conv1d_layout(sd:dict, # state dict whose `quantized` weights were dequantiz
 # %% ../nbs/07_infer.ipynb #c46e7266
 def dequantized_base(run:Run, # the resolved run of the adapter (`adapter_run`)
                     )->torch.nn.Module:
-    "The base model as the 4-bit run computes it, as a plain float32 model: NF4 weights dequantized, the rest copied."
+    "The base model as the 4-bit run computes it, as a plain float32 model: NF4 weights (linear layers, MoE experts) dequantized, the rest copied."
     import bitsandbytes as bnb
     from bitsandbytes.functional import dequantize_4bit
     q = load_base_model(run)
     sd = {f'{name}.weight': dequantize_4bit(mod.weight.data, mod.weight.quant_state).float().cpu()
           for name, mod in linear_layers(q) if isinstance(mod, bnb.nn.Linear4bit)}
     quantized = set(sd)
+    for name, mod in q.named_modules():   # MoE experts' fused tensors in 4-bit (`05_model.quantize_experts`): read through their parametrization
+        for pn in getattr(mod, 'parametrizations', {}): sd[f'{name}.{pn}' if name else pn] = getattr(mod, pn).detach().float().cpu()
     for name, p in q.named_parameters():
-        if name not in sd and not isinstance(p, bnb.nn.Params4bit): sd[name] = p.detach().float().cpu()
+        if name not in sd and not isinstance(p, bnb.nn.Params4bit) and '.parametrizations.' not in name: sd[name] = p.detach().float().cpu()
     conf = copy.deepcopy(run.model_config)
     conf.pad_token_id = q.config.pad_token_id
     conf.vocab_size = q.get_input_embeddings().weight.shape[0]   # a pad token added to the tokenizer (`03_run.pad_token_choice`)

@@ -4,23 +4,28 @@
 
 # %% ../nbs/05_model.ipynb #e025e5b1
 from __future__ import annotations
-import copy
+import copy, dataclasses, types
+from contextlib import contextmanager
 
 import torch
+from torch.nn.utils import parametrize
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from .config import ConfigError
+from .config import ConfigError, QuantizationKeys
 from .run import DTYPES, Run, load_kw
 
 # %% auto #0
-__all__ = ['quantization_config', 'lora_config', 'load_base_model', 'cast_trainable', 'load_model']
+__all__ = ['OUR_KEYS', 'quantization_config', 'lora_config', 'experts_to_4bit', 'quantized_bytes', 'own_lora_proxies',
+           'load_base_model', 'cast_trainable', 'load_model']
 
 # %% ../nbs/05_model.ipynb #63d6467e
+OUR_KEYS = {f.name for f in dataclasses.fields(QuantizationKeys)}   # upcast_unquantized, quantize_experts
+
 def quantization_config(run:Run, # a resolved run (`resolve_run`)
                        )->BitsAndBytesConfig:
     "The `BitsAndBytesConfig` of a resolved run: its compute dtype, and under FSDP the 4-bit storage in that dtype."
-    q = {k: v for k, v in run.config['quantization'].items() if k != 'upcast_unquantized'}   # ours, not bitsandbytes'
+    q = {k: v for k, v in run.config['quantization'].items() if k not in OUR_KEYS}   # ours, not bitsandbytes'
     q['bnb_4bit_compute_dtype'] = run.dtype
     if q.get('bnb_4bit_quant_storage') in DTYPES: q['bnb_4bit_quant_storage'] = DTYPES[q['bnb_4bit_quant_storage']]  # bitsandbytes' key, optional
     if run.fsdp:  # FSDP shards flat tensors of one dtype: the packed 4-bit weights must be stored in the compute dtype
@@ -32,20 +37,89 @@ def quantization_config(run:Run, # a resolved run (`resolve_run`)
 # %% ../nbs/05_model.ipynb #3ffbb147
 def lora_config(run:Run, # a resolved run (`resolve_run`)
                )->LoraConfig:
-    "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`)."
+    "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`, `Run.lora_parameters`)."
     lc = run.config['lora']   # peft's section: its optional keys are read with .get
     if lc.get('target_parameters') and lc.get('lora_dropout'):
         raise ConfigError(f"lora.target_parameters ({', '.join(lc['target_parameters'])}) adapts weight tensors such as MoE experts, "
                           f"which peft does without dropout, but lora.lora_dropout is {lc['lora_dropout']}; set lora.lora_dropout=0.")
-    return LoraConfig(**{**lc, 'target_modules': run.lora_targets})
+    return LoraConfig(**{**lc, 'target_modules': run.lora_targets, **({'target_parameters': run.lora_parameters} if run.lora_parameters else {})})
+
+# %% ../nbs/05_model.ipynb #a9d6585c
+def experts_to_4bit(model, # a model `from_pretrained` loaded, with fused expert tensors; or a peft model on it
+                    run:Run, # its resolved run: which tensors (`Run.expert_tensors`), which 4-bit type
+                   )->int:
+    "Store the fused expert tensors of `model` in 4-bit (bitsandbytes' parametrization), as its linear layers are; return how many."
+    from bitsandbytes.nn.parametrize import replace_parameter_4bit
+    from peft import PeftModel
+    qc, base = quantization_config(run), model.get_base_model() if isinstance(model, PeftModel) else model
+    for name in run.expert_tensors:
+        mod, _, p = name.rpartition('.')
+        mod = base.get_submodule(mod)
+        while hasattr(mod, 'base_layer'): mod = mod.base_layer   # under peft's wrappers (`lora.target_parameters`)
+        replace_parameter_4bit(mod, p, compress_statistics=qc.bnb_4bit_use_double_quant, quant_type=qc.bnb_4bit_quant_type)
+    return len(run.expert_tensors)
+
+def quantized_bytes(model, # a 4-bit model (`load_base_model`)
+                   )->dict:
+    "Parameters stored in 4-bit in `model` and the bytes they hold — packed data, scales, their scales, lookup tables (each counted once) — by kind: 'linear' (`Linear4bit`) and 'experts' (parametrized tensors)."
+    import bitsandbytes as bnb
+    from torch.nn.utils import parametrize as P
+    out, seen = {}, set()
+    def add(kind, packed, qs, numel):
+        d = out.setdefault(kind, {'params': 0, 'bytes': 0})
+        d['params'] += numel
+        for t in (packed, qs.absmax, qs.code, qs.offset, *((qs.state2.absmax, qs.state2.code) if qs.nested else ())):
+            if isinstance(t, torch.Tensor) and t.data_ptr() not in seen: seen.add(t.data_ptr()); d['bytes'] += t.numel() * t.element_size()
+    for mod in model.modules():
+        if isinstance(mod, bnb.nn.Linear4bit): add('linear', mod.weight.data, mod.weight.quant_state, mod.weight.quant_state.shape.numel())
+        if P.is_parametrized(mod):
+            for p, plist in mod.parametrizations.items():
+                qs = next((f.quant_state for f in plist if hasattr(f, 'quant_state')), None)
+                if qs is not None: add('experts', plist.original, qs, qs.shape.numel())
+    return out
+
+# %% ../nbs/05_model.ipynb #a12a070f
+@contextmanager
+def _activate_on_4bit(self, active_adapters:list[str]):
+    "peft's `ParamWrapper._activate_lora` for a 4-bit tensor: the adapter's parametrization registered without a trial read of the tensor, and removed alone afterwards."
+    from peft.tuners.lora.layer import _LoraFactorsProxy, _LoraParameterProxy
+    adapters = [a for a in active_adapters if a in self.lora_A]
+    if not adapters: yield; return
+    if len(adapters) == 1 and self.num_experts > 1: proxy = _LoraFactorsProxy(*self.get_delta_factors(adapters[0]))   # no expert-sized delta
+    else: proxy = _LoraParameterProxy(sum(self.get_delta_weight(a) for a in adapters))
+    base = self.get_base_layer()
+    parametrize.register_parametrization(base, self.parameter_name, proxy, unsafe=True)
+    try:
+        with parametrize.cached(): yield
+    finally:
+        plist = base.parametrizations[self.parameter_name]
+        del plist[len(plist) - 1]   # the adapter's, registered last; the 4-bit one stays
+
+def _param_like(self):
+    "A stand-in for this `ParamWrapper`'s 4-bit tensor: its shape, dtype and device, no data (reading the tensor would dequantize it)."
+    plist = self.get_base_layer().parametrizations[self.parameter_name]
+    return torch.empty((), dtype=plist[0].quant_state.dtype, device=plist.original.device).expand(plist[0].quant_state.shape)
+
+def own_lora_proxies(model, # a peft model whose base may have 4-bit expert tensors (`quantize_experts`)
+                    )->int:
+    "Give every LoRA `ParamWrapper` on a 4-bit tensor the activation above and a `get_param` that does not dequantize; return how many."
+    from peft.tuners.lora.layer import ParamWrapper
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, ParamWrapper) and mod.parameter_name in getattr(mod.get_base_layer(), 'parametrizations', {}):
+            mod._activate_lora, mod.get_param = types.MethodType(_activate_on_4bit, mod), types.MethodType(_param_like, mod)
+            n += 1
+    return n
 
 # %% ../nbs/05_model.ipynb #d8d3ecd6
 def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `adapter_run`)
+                    experts:bool=True, # store MoE experts in 4-bit now (`Run.quantize_experts`); False: the caller does, once adapters are on
                    )->torch.nn.Module:
     "The frozen 4-bit base model of a resolved run, on its device, with room for the run's tokenizer and its pad id."
     m = AutoModelForCausalLM.from_pretrained(run.model_path, config=copy.deepcopy(run.model_config),   # read once; a copy, as loading adds to it
                                              quantization_config=quantization_config(run), device_map={'': run.device}, dtype=run.dtype,
                                              **load_kw(run.config))
+    if run.quantize_experts and experts: experts_to_4bit(m, run)
     if run.tokenizer_size > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(run.tokenizer_size)
     m.config.pad_token_id = m.generation_config.pad_token_id = run.pad_token_id
     m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
@@ -65,7 +139,7 @@ def cast_trainable(model, # a peft model
 def load_model(run:Run, # a resolved run (`resolve_run`)
               )->torch.nn.Module:
     "The 4-bit base model with fresh LoRA adapters in the run's `adapter_dtype`, ready to train."
-    m = load_base_model(run)
+    m = load_base_model(run, experts=False)   # experts after the adapters: see `experts_to_4bit`
     kw, gc = run.checkpointing_kwargs, run.gradient_checkpointing
     if run.upcast_unquantized: m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs=kw)
     else:  # the same steps without the fp32 upcast
@@ -73,4 +147,5 @@ def load_model(run:Run, # a resolved run (`resolve_run`)
         if gc: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw); m.enable_input_require_grads()
     m = get_peft_model(m, lora_config(run), autocast_adapter_dtype=run.adapter_dtype == 'float32')
     cast_trainable(m, DTYPES[run.adapter_dtype])
+    if run.quantize_experts: experts_to_4bit(m, run); own_lora_proxies(m)
     return m

@@ -21,10 +21,10 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
 __all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
            'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
            'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
-           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'nf4_bits',
-           'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing',
-           'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run',
-           'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'expert_tensors',
+           'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens',
+           'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype',
+           'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -265,6 +265,26 @@ def lora_targets(want, # `lora.target_modules`
     "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — are left out."
     return have if want == 'all-linear' else want
 
+# %% ../nbs/03_run.ipynb #402b0f17
+def expert_tensors(model:torch.nn.Module, # a model: a skeleton, a 4-bit model
+                  )->list[str]:
+    "Full names of `model`'s fused expert weights: the 3-D parameters (experts × out × in) transformers 5 stores MoE experts as."
+    return [f'{n}.{pn}' for n, mod in model.named_modules() for pn, p in mod.named_parameters(recurse=False) if p.ndim == 3]
+
+def lora_parameters(want, # `lora.target_parameters`: names of weight tensors, or their endings (`mlp.experts.down_proj`)
+                    model:torch.nn.Module, # the model's skeleton
+                    name:str='the model', # the model, as the error names it
+                   )->list[str]|None:
+    "`lora.target_parameters` as peft gets it: each name spelled out as the full names it ends, since peft finds a quantized (parametrized) tensor only by its full name."
+    if not want: return None
+    have = [n for n, _ in model.named_parameters()]
+    hits = {w: [h for h in have if h == w or h.endswith('.' + w)] for w in want}
+    if missing := [w for w, h in hits.items() if not h]:
+        fused = sorted({t.split('.', 3)[-1] for t in expert_tensors(model)})   # e.g. mlp.experts.down_proj, without model.layers.N.
+        raise ConfigError(f"lora.target_parameters: {name} has no weight tensor named {', '.join(map(repr, missing))}; "
+                          + (f"its experts' fused tensors are {', '.join(fused)}." if fused else "it has no fused expert tensors (it is not a mixture of experts)."))
+    return sorted({h for v in hits.values() for h in v})
+
 # %% ../nbs/03_run.ipynb #ea4ff01f
 def nf4_bits(blocksize:int=64, # weights per first-level absmax
              blocksize2:int=256, # absmaxes per fp32 second-level constant (double quantization)
@@ -391,6 +411,10 @@ class Run:
     layers: int # decoder layers
     linear_names: list # short names of the model's linear layers (`linear_module_names`)
     lora_targets: list|str|None # `lora.target_modules` as peft gets it (`lora_targets`)
+    lora_parameters: list|None # `lora.target_parameters` spelled out as full names (`lora_parameters`)
+    expert_tensors: list # full names of the MoE experts' fused weight tensors (`expert_tensors`); empty on a dense model
+    expert_params: int # parameters in those tensors
+    quantize_experts: bool # whether they are stored NF4 after loading (`quantization.quantize_experts`; never under FSDP)
     tokenizer_size: int # tokens of the tokenizer, an added pad token included
     pad_token: str # pads batches; never a training target
     pad_token_id: int
@@ -439,6 +463,8 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     skeleton = model_skeleton(mc, trc)
     have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
     check_target_modules(want, have, cfg['model_name'])
+    experts = expert_tensors(skeleton)
+    shapes = dict(skeleton.named_parameters())
     tok = load_tokenizer(tokenizer_from or path, cfg, mc)
     try: gen = GenerationConfig.from_pretrained(path)
     except OSError: gen = None   # a model without generation_config.json
@@ -452,6 +478,9 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
                vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
                linear_names=have, lora_targets=lora_targets(want, have),
+               lora_parameters=lora_parameters(cfg['lora'].get('target_parameters'), skeleton, cfg['model_name']),
+               expert_tensors=experts, expert_params=sum(shapes[t].numel() for t in experts),
+               quantize_experts=bool(experts) and cfg['quantization']['quantize_experts'] and not fsdp,   # FSDP shards Linear4bit's storage only
                tokenizer_size=len(tok), pad_token=tok.pad_token, pad_token_id=tok.pad_token_id, eos_token=tok.eos_token,
                end_of_turn=end_of_turn_tokens(tok) if chat else [], stop_token_ids=stop_token_ids(tok, gen) if chat else
                list(dict.fromkeys([tok.eos_token_id, *([g] if isinstance(g := getattr(gen, 'eos_token_id', None), int) else g or [])])),
@@ -472,6 +501,17 @@ def _can(t:TemplateFacts)->str:
     if why and not t.reasoning_past: why += ", dropped from replies a later user turn follows"
     return ', '.join(have + [why or 'no reasoning']) if have or why else 'no tools, tool calls or reasoning'
 
+def _experts(run:Run)->str:
+    "What happens to a mixture of experts' fused tensors, and the memory they take, in one sentence."
+    n, layers = run.expert_params, len({t.rsplit('.', 3)[0] for t in run.expert_tensors})
+    gib = lambda bits: f"{n * bits / 8 / 2**30:,.2f} GiB" if n * bits / 8 >= 2**28 else f"{n * bits / 8 / 2**20:,.2f} MiB"
+    q, full = run.config['quantization'], run.dtype.itemsize * 8
+    nf4 = nf4_bits() if q.get('bnb_4bit_use_double_quant') else 4 + 32/64
+    what = f"Experts: {len(run.expert_tensors)} fused weight tensors in {layers} layers, {n:,} parameters, "
+    if run.quantize_experts: return what + f"stored {q.get('bnb_4bit_quant_type', 'fp4').upper()} after loading: {gib(nf4)} (in {run.compute_dtype}: {gib(full)})."
+    why = 'under FSDP, which shards only the linear layers\' 4-bit storage' if run.fsdp else 'as quantization.quantize_experts is false'
+    return what + f"kept in {run.compute_dtype} {why}: {gib(full)} (NF4 would take {gib(nf4)})."
+
 def run_report(run:Run, # a resolved run (`resolve_run`)
               )->str:
     "What `qlora-nb inspect` says about a resolved run: the model, its tokens and template, the adapters, device and precision."
@@ -488,6 +528,7 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
              *([run.system_note] if run.system_note else []),
              "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
              + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',
+             *([_experts(run)] if run.expert_tensors else []),
              f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
              f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"
              + (', FSDP' if run.fsdp else '') + f"; adapters in {run.adapter_dtype}; loss {run.loss_path}.",
@@ -522,4 +563,6 @@ def adapter_run(adapter_dir, # an adapter folder (a run's save_path), or a forei
         if k in was and was[k] != getattr(run, k):
             raise ConfigError(f"{d}: the adapter was trained on a base with {k.replace('_', ' ')} {was[k]}, but {cfg['model_name']} now has "
                               f"{getattr(run, k)}; point model_name in {d/CONFIG_NAME} at the model it was trained on.")
+    if run.quantize_experts and was and not was.get('quantize_experts'):   # trained with its experts unquantized (or before they were)
+        run = dataclasses.replace(run, quantize_experts=False)
     return run

@@ -138,12 +138,24 @@ def test_dequantized_base(family):
     "The plain float32 model the merge starts from computes what the 4-bit base computes (Conv1D layouts, square ones too)."
     from qlora_nb.config import load_config
     from qlora_nb.infer import dequantized_base, rel_l2
-    from qlora_nb.model import load_base_model
-    from qlora_nb.run import resolve_run
+    from transformers import AutoModelForCausalLM
+    from qlora_nb.model import load_base_model, quantized_bytes
+    from qlora_nb.run import nf4_bits, resolve_run
     run = resolve_run(load_config(overrides=[f'model_name={replica_dir(family)}', 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
-    with torch.no_grad(): d = rel_l2(load_base_model(run).eval()(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
+    base = load_base_model(run).eval()
+    with torch.no_grad(): d = rel_l2(base(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
     assert d < 1e-2, d   # 4-bit kernels vs float32 matmuls on the same dequantized weights: a few 1e-3
+    q, n = quantized_bytes(base), sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(replica_dir(family)).parameters())
+    four = sum(v['params'] for v in q.values())
+    bits = {k: v['bytes'] * 8 / v['params'] for k, v in q.items()}
+    total = sum(v['bytes'] for v in q.values()) + sum(p.numel() * p.element_size() for name, p in base.named_parameters()
+                                                      if p.dtype != torch.uint8)   # the rest, as loaded
+    record(family, **{'4-bit base': f"{total / 2**20:.2f} MiB: {four:,} of {n:,} parameters in 4-bit"
+                                    + ''.join(f"; {k} {b:.2f} bits each" for k, b in bits.items())})
+    if run.expert_tensors:   # every expert weight stored NF4, within 5% of the theory (per-tensor lookup tables included)
+        assert q['experts']['params'] == run.expert_params and not any(p.ndim == 3 for p in base.parameters())
+        assert abs(bits['experts'] / nf4_bits() - 1) < 0.05, (bits, nf4_bits())
 
 def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
     "The support table's short reason for a family the converter refuses."
@@ -218,14 +230,52 @@ def test_cli_train_and_inspect(tmp_path):
     t = run('train', *args, rc=0)
     assert t.stdout.count('folded into the first user turn') == 1 and (tmp_path/'adapter'/'adapter_model.safetensors').exists()
 
-def test_moe_experts_when_asked(tmp_path):
+def test_moe_experts_when_asked():
     "Mixtral's experts get adapters only when asked, and then only with dropout 0, which the refusal names."
     from qlora_nb.config import ConfigError, load_config
+    from qlora_nb.model import lora_config
+    from qlora_nb.run import resolve_run
+    base = [f'model_name={replica_dir("mixtral")}', 'lora.target_parameters=[mlp.experts.gate_up_proj,mlp.experts.down_proj]']
+    assert resolve_run(load_config(overrides=base[:1]), for_training=False).lora_parameters is None
+    with pytest.raises(ConfigError, match='lora.lora_dropout=0'): lora_config(resolve_run(load_config(overrides=base), for_training=False))
+    with pytest.raises(ConfigError, match="no weight tensor named 'mlp.experts.w1'; its experts' fused tensors are mlp.experts.down_proj, mlp.experts.gate_up_proj"):
+        resolve_run(load_config(overrides=[base[0], 'lora.target_parameters=[mlp.experts.w1]']), for_training=False)
+
+def test_moe_experts_4bit(tmp_path):
+    "Adapters on Mixtral's 4-bit experts: both fused tensors of a layer train, `inspect` says what the experts take, and the "
+    "adapter computes the same on its 4-bit base, merged into the dequantized base, and loaded by plain peft on the original base."
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    from peft import PeftModel
+    from qlora_nb.config import load_config
+    from qlora_nb.infer import dequantized_base, load_for_inference, rel_l2
+    from qlora_nb.run import adapter_run, resolve_run, run_report
     from qlora_nb.train import train
-    base = [f'model_name={replica_dir("mixtral")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS,
-            'training.max_steps=2', 'lora.target_parameters=[mlp.experts.gate_up_proj,mlp.experts.down_proj]']
-    with pytest.raises(ConfigError, match='lora.lora_dropout=0'): train(load_config(overrides=base), overwrite=True)
-    s = train(load_config(overrides=[*base, 'lora.lora_dropout=0']), overwrite=True)
-    from safetensors import safe_open
-    with safe_open(Path(s['save_path'])/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
-    assert any('experts' in k for k in keys) and any('q_proj' in k for k in keys)
+    base = [f'model_name={replica_dir("mixtral")}', f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS, 'lora.lora_dropout=0',
+            'training.max_steps=4', 'lora.target_modules=[q_proj]', 'lora.target_parameters=[mlp.experts.gate_up_proj,mlp.experts.down_proj]']
+    report = run_report(resolve_run(load_config(overrides=base)))
+    assert 'Experts: 4 fused weight tensors in 2 layers, 196,608 parameters, stored NF4 after loading: 0.10 MiB (in bfloat16: 0.38 MiB).' in report
+    off = run_report(resolve_run(load_config(overrides=[*base, 'quantization.quantize_experts=false'])))
+    assert 'kept in bfloat16 as quantization.quantize_experts is false: 0.38 MiB (NF4 would take 0.10 MiB).' in off
+    s = train(load_config(overrides=base), overwrite=True)
+    w = load_file(Path(s['save_path'])/'adapter_model.safetensors')
+    for name in ('gate_up_proj', 'down_proj'):   # peft nests one wrapper per tensor: the inner one (down_proj) trains too
+        b = [v for k, v in w.items() if 'experts' in k and 'lora_B' in k and (('base_layer' in k) == (name == 'down_proj'))]
+        assert len(b) == 2 and all(v.abs().sum() > 0 for v in b), (name, list(w))
+    run = adapter_run(s['save_path'])
+    assert run.quantize_experts and run.lora_parameters == [f'model.layers.{i}.mlp.experts.{p}' for i in range(2) for p in ('down_proj', 'gate_up_proj')]
+    batch = run.tokenizer.apply_chat_template(CHAT[1:3], return_tensors='pt', return_dict=True)
+    m, _ = load_for_inference(s['save_path'], run)
+    with torch.no_grad():
+        four = m(**batch).logits[0].float()
+        m.disable_adapter_layers(); without = m(**batch).logits[0].float(); m.enable_adapter_layers()
+        again = m(**batch).logits[0].float()   # a second forward: the adapter's parametrization was removed, not stacked
+        merged = PeftModel.from_pretrained(dequantized_base(run), s['save_path']).merge_and_unload()(**batch).logits[0]
+        p = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(replica_dir('mixtral'), dtype=torch.float32), s['save_path'])
+        plain = p(**batch).logits[0]
+        with p.disable_adapter(): plain_without = p(**batch).logits[0]
+    assert rel_l2(without, four) > 1e-2, 'the adapter changes nothing'
+    assert torch.equal(four, again)
+    assert rel_l2(four, merged) < 2e-2, rel_l2(four, merged)   # the same weights, dequantized: 4-bit kernels against float32 matmuls
+    cos = torch.nn.functional.cosine_similarity((four - without).flatten(), (plain - plain_without).flatten(), dim=0)
+    assert cos > 0.9, cos   # on the original (unquantized) base, plain peft's adapter does what it did on the 4-bit one
