@@ -2,7 +2,7 @@
 (read back with transformers' GGUF loader, or the reason it cannot be).
 
 Writes what it saw to nbs/family_matrix.json (when every family ran), which `tools/support_table.py` renders into the README."""
-import json, re
+import json, os, re
 from pathlib import Path
 
 import pytest, torch
@@ -48,7 +48,8 @@ def write_results():
             RESULTS.setdefault(f, {}).update({k: v for k, v in r.items() if k.startswith('llama.cpp')})
         out = {'note': 'written by tests/test_families.py (llama.cpp: tests/test_llamacpp.py); rendered by tools/support_table.py',
                'families': RESULTS, **({'default': before['default']} if 'default' in before else {})}
-        p.write_text(json.dumps(out, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+        tmp = p.with_suffix(f'.{os.getpid()}.tmp'); tmp.write_text(json.dumps(out, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+        os.replace(tmp, p)   # whole, under pytest-xdist's other process
 
 def runs(labels):
     "The trained tokens as runs of consecutive positions."

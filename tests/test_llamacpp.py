@@ -100,7 +100,8 @@ def write_matrix():
         r['llama.cpp'] = ('— (no GGUF: see export)' if x is None else True if ok else f"❌ {x['tokens']}" if isinstance(x['tokens'], str) else False)
         if x: r['llama.cpp_detail'] = x
     m['default'] = {'llama.cpp': RESULTS['default']}
-    p.write_text(json.dumps(m, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    tmp = p.with_suffix(f'.{os.getpid()}.tmp'); tmp.write_text(json.dumps(m, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+    os.replace(tmp, p)   # whole, under pytest-xdist's other process
 
 both = pytest.mark.parametrize('case', CASES, indirect=True)
 

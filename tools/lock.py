@@ -73,7 +73,7 @@ def main():
     env = {'PATH': f"{venv/'bin'}{os.pathsep}{os.environ['PATH']}", 'VIRTUAL_ENV': str(venv), 'HF_HUB_OFFLINE': '1',
            'TOKENIZERS_PARALLELISM': 'false'}
     tests = [[py, '-m', 'pytest', *FAST, '-q', '-p', 'no:cacheprovider']] if a.fast else \
-            [[venv/'bin'/'nbdev_test'], [py, '-m', 'pytest', 'tests/', '-q', '-p', 'no:cacheprovider']]
+            [[venv/'bin'/'nbdev_test'], [py, '-m', 'pytest', '-n', '2', '--dist', 'loadfile', 'tests/', '-q', '-p', 'no:cacheprovider']]
     ok = all(sh(*t, env=env).returncode == 0 for t in tests)
     print(f"\nTests on the newest releases: {'passed' if ok else 'FAILED'} ({time.time()-t0:.0f} s in all).")
     if a.write and ok:
