@@ -143,10 +143,12 @@ def _reason(e:Exception, model_dir)->str:
     first = m.strip().splitlines()[0] if m.strip() else ''
     return f"{model_dir}: llama.cpp's converter cannot read this tokenizer ({type(e).__name__}: {first}); {_WORKS}"
 
-def _unigram_reason(staged:Path, model_dir)->str|None:
-    "The refusal for a SentencePiece *unigram* `tokenizer.model` among the staged files (None for BPE or no SentencePiece file)."
+def _unigram_reason(staged:Path, model_dir, tok=None)->str|None:
+    "The refusal for a SentencePiece *unigram* tokenizer: a unigram `tokenizer.model` among the staged files, or a fast tokenizer `tok` whose model is a Unigram (None for BPE)."
     f = staged/'tokenizer.model'
-    if not f.is_file() or _sentencepiece_proto(f).trainer_spec.model_type != 1: return None   # 1: UNIGRAM
+    sp = f.is_file() and _sentencepiece_proto(f).trainer_spec.model_type == 1   # 1: UNIGRAM
+    fast = type(getattr(getattr(tok, 'backend_tokenizer', None), 'model', None)).__name__ == 'Unigram'
+    if not (sp or fast): return None
     return (f"{model_dir}: the tokenizer is a SentencePiece unigram model (as llm-jp-3's), which llama.cpp's converter writes as a "
             "merge-based (SPM) vocabulary that llama.cpp segments differently from the tokenizer, Japanese text especially, so the model "
             "would be served with another tokenization than it was trained on; `qlora-nb merge` gives a standalone transformers model instead.")
@@ -162,7 +164,7 @@ def check_convertible(model_dir, # the base model folder (config.json), or a mer
     with tempfile.TemporaryDirectory(prefix='qlora-nb-vocab-') as d:
         (Path(d)/'config.json').write_text(json.dumps(model_config(model_dir, len(tok))), encoding='utf-8')
         stage_tokenizer(tok, d, (*sources, model_dir))
-        if why := _unigram_reason(Path(d), model_dir): raise ConfigError(why)
+        if why := _unigram_reason(Path(d), model_dir, tok): raise ConfigError(why)
         try:
             with _quiet_converter(), torch.inference_mode():
                 cls(Path(d), _ftype('f32'), Path(d)/'vocab.gguf', model_name='check').set_vocab()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_families.ipynb #607d8956
 from __future__ import annotations
-import json
+import json, os
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.resources import files
@@ -13,13 +13,13 @@ import torch
 from tokenizers import normalizers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-from .tiny import chat_texts, built_once, read_sample_chats, train_sentencepiece, tokenizer_from_sentencepiece, train_tokenizer
+from .tiny import chat_texts, built_once, read_sample_chats, train_sentencepiece, tokenizer_from_sentencepiece, tokenizer_from_unigram, train_tokenizer
 from .files import cache_dir
 
 # %% auto #0
-__all__ = ['SMALL', 'FAMILIES', 'LLAMA3_PATTERN', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text', 'package_file',
-           'family_sentencepiece', 'llama3_tokenizer', 'tekken_tokenizer', 'family_tokenizer', 'make_replica',
-           'replica_dir', 'support_table']
+__all__ = ['SMALL', 'FAMILIES', 'LLMJP_TOKENIZER', 'LLAMA3_PATTERN', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text',
+           'package_file', 'family_sentencepiece', 'llmjp_tokenizer_file', 'vocab_missing', 'llama3_tokenizer',
+           'tekken_tokenizer', 'family_tokenizer', 'make_replica', 'replica_dir', 'support_table']
 
 # %% ../nbs/11_families.ipynb #96cebdec
 @dataclass
@@ -27,7 +27,7 @@ class Family:
     "A model family as its replica reproduces it: architecture, tokenizer conventions, chat template, the real models it stands for."
     model_type: str        # transformers' `model_type`: the config class and the architecture
     real: str              # the real models it stands for
-    kind: str              # tokenizer kind of the real models: 'sentencepiece' or 'byte_bpe' (decides llama.cpp's converter)
+    kind: str              # tokenizer kind of the real models: 'sentencepiece' (BPE), 'sentencepiece_unigram' or 'byte_bpe' (decides llama.cpp's converter)
     template: str          # file in qlora_nb/assets/chat_templates
     special: list          # special tokens, in id order
     eos: str               # the tokenizer's EOS
@@ -40,7 +40,7 @@ class Family:
     legacy: bool = False   # SentencePiece kind: `▁` before every text between special tokens too, as Phi-3's tokenizer.json does
     config: dict = field(default_factory=dict)  # the family's config fields that matter (tied, softcapping, experts, multipliers)
     notes: str = ''        # what is special about it
-    vocab: str = ''        # a real vocabulary read from an installed package instead of one trained here: 'llama3', 'mistral_v3', 'tekken'
+    vocab: str = ''        # a real vocabulary instead of one trained here: 'llama3', 'mistral_v3', 'tekken' (installed packages), 'llm_jp3' (a file, `llmjp_tokenizer_file`)
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=1024, head_dim=16)
@@ -99,6 +99,12 @@ FAMILIES = {
         ['<|endoftext|>'], eos='<|endoftext|>', stop=['<|endoftext|>'], bos='<|endoftext|>', unk='<|endoftext|>',
         config=dict(tie_word_embeddings=True),
         notes='Conv1D layers (weights stored transposed); one special token for BOS, EOS and unk, so a pad token is added; tied'),
+    'llm_jp3': Family('llama', 'llm-jp-3 / 3.1 instruct 1.8B…172B (llm-jp-3-1.8b…172b-instruct3, llm-jp-3.1-1.8b/13b-instruct4)',
+        'sentencepiece_unigram', 'llm_jp3',
+        ['<unk>', '<s>', '</s>', '<MASK|LLM-jp>', '<PAD|LLM-jp>', '<CLS|LLM-jp>', '<SEP|LLM-jp>', '<EOD|LLM-jp>'], eos='</s>', stop=['</s>'],
+        bos='<s>', pad='<PAD|LLM-jp>', unk='<unk>', add_bos=True, config=dict(vocab_size=99584, tie_word_embeddings=False),
+        notes="llm-jp's real SentencePiece unigram model (byte fallback, dummy prefix), its twin a `tokenizers` Unigram; 99,584 embedding "
+              "rows for 99,574 tokens; the template writes a fixed sentence in place of a system turn's content", vocab='llm_jp3'),
     'olmo2': Family('olmo2', 'OLMo-2-1124-7B/13B-Instruct, OLMo-2-0425-1B-Instruct', 'byte_bpe', 'olmo2',
         ['<|endoftext|>', '<|pad|>'], eos='<|endoftext|>', stop=['<|endoftext|>'], bos='<|endoftext|>', pad='<|pad|>',
         config=dict(tie_word_embeddings=False), notes='BOS = EOS; q/k norms'),
@@ -136,10 +142,30 @@ def package_file(package:str, # an installed package (found, not imported)
 def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
     "The `tokenizer.model` of a SentencePiece-kind `family`: the real one where the family has it, else trained on the bundled chats (None for a byte-level BPE family)."
     f = FAMILIES[family]
-    if f.kind != 'sentencepiece': return None
+    if f.kind == 'byte_bpe': return None
+    if f.vocab == 'llm_jp3':
+        if (why := vocab_missing(family)): raise FileNotFoundError(why)
+        return llmjp_tokenizer_file().read_bytes()
     if f.vocab == 'mistral_v3': return package_file('mistral_common', 'data', 'mistral_instruct_tokenizer_240323.model.v3').read_bytes()
     return train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk,
                                add_dummy_prefix=f.dummy_prefix)
+
+# %% ../nbs/11_families.ipynb #07b43a72
+LLMJP_TOKENIZER = 'QLORA_NB_LLMJP_TOKENIZER'   # the environment variable that names llm-jp-3's tokenizer.model
+
+def llmjp_tokenizer_file()->Path:
+    "Where llm-jp-3's `tokenizer.model` is looked for: `$QLORA_NB_LLMJP_TOKENIZER`, else `../shared/tokenizers/llm-jp-3/` beside the repository, else under `/work/shared`."
+    if os.environ.get(LLMJP_TOKENIZER): return Path(os.environ[LLMJP_TOKENIZER])
+    tail = Path('shared', 'tokenizers', 'llm-jp-3', 'tokenizer.model')
+    near = Path(str(files('qlora_nb'))).resolve().parents[1]/tail
+    return near if near.is_file() else Path('/work')/tail
+
+def vocab_missing(family:str, # a key of `FAMILIES`
+                 )->str|None:
+    "Why `family`'s replica cannot be built here (the file of its real vocabulary is not found); None when it can."
+    if FAMILIES[family].vocab != 'llm_jp3' or (f := llmjp_tokenizer_file()).is_file(): return None
+    return (f"llm-jp-3's tokenizer.model is not at {f}: set {LLMJP_TOKENIZER} to that file "
+            "(models/ver3.0/llm-jp-tokenizer-100k.ver3.0b1.model of github.com/llm-jp/llm-jp-tokenizer).")
 
 # %% ../nbs/11_families.ipynb #e47fde05
 LLAMA3_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -193,6 +219,9 @@ def family_tokenizer(family:str, vocab_size:int=1024,
     f = FAMILIES[family]
     if f.vocab == 'llama3': return llama3_tokenizer(f)
     if f.vocab == 'tekken': return tekken_tokenizer(f)
+    if f.kind == 'sentencepiece_unigram':
+        return tokenizer_from_unigram(sp or family_sentencepiece(family), f.special, template_text(f.template), f.add_bos,
+                                      eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
     if f.kind == 'sentencepiece':
         sp = sp or family_sentencepiece(family)
         tok = tokenizer_from_sentencepiece(sp, _control_pieces(sp) if f.vocab else f.special, template_text(f.template), f.add_bos,
@@ -212,7 +241,8 @@ def _model_config(f:Family, tok):
     if f.model_type == 'gpt2': kw = dict(n_embd=64, n_layer=2, n_head=4, n_positions=1024, **f.config)
     if f.model_type == 'gpt_neox': kw = {k: v for k, v in kw.items() if k not in ('num_key_value_heads', 'head_dim')}
     kw.setdefault('pad_token_id', ids(f.pad))
-    return AutoConfig.for_model(f.model_type, vocab_size=len(tok), bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
+    kw.setdefault('vocab_size', len(tok))   # unless the family has more embedding rows than tokens (llm-jp-3)
+    return AutoConfig.for_model(f.model_type, bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
 
 def make_replica(family:str, # a key of `FAMILIES`
                  out_dir, # folder to save the model and tokenizer into (created)
@@ -244,7 +274,7 @@ def replica_dir(family:str, # a key of `FAMILIES`
 # %% ../nbs/11_families.ipynb #bfd6e6ad
 COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export', '4-bit base')
 
-def support_table(results:dict, # family -> {column: bool or str}, as tests/test_families.py (and tests/test_llamacpp.py: llama.cpp) write it
+def support_table(results:dict, # family -> {column: bool or str} (or {'skipped': why}), as tests/test_families.py (and tests/test_llamacpp.py: llama.cpp) write it
                  )->str:
     "The support table in Markdown: family × (masking, train, stop, merge, plain peft, export, llama.cpp), with the real models each stands for."
     esc = lambda s: s.replace('|', '\\|')   # a `|` inside a Markdown table cell, even in code, ends the cell
@@ -253,5 +283,7 @@ def support_table(results:dict, # family -> {column: bool or str}, as tests/test
     lines = ['| family | stands for | tokenizer | ' + ' | '.join(cols) + ' | special handling |', '|---' * (len(cols) + 4) + '|']
     for name, f in FAMILIES.items():
         r = results.get(name, {})
-        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in cols) + f" | {esc(f.notes)} |")
+        why = r.get('skipped') or (None if r else vocab_missing(name))   # not built where the tests ran, or here
+        notes = f.notes + (f'; **not tested**: {why}' if why else '')
+        lines.append(f"| {name} | {esc(f.real)} | {f.kind.replace('_', ' ')} | " + ' | '.join(mark(r.get(c)) for c in cols) + f" | {esc(notes)} |")
     return '\n'.join(lines)

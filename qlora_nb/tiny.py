@@ -11,7 +11,7 @@ from importlib.resources import files
 import torch
 import sentencepiece as spm
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, processors
+from tokenizers import Tokenizer, Regex, models, normalizers, trainers, pre_tokenizers, decoders, processors
 from transformers import PreTrainedTokenizerFast, LlamaTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
@@ -20,7 +20,7 @@ from .files import cache_dir, built_once
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHATML_TOKENS', 'TINY_CONFIG', 'TINY_VERSION', 'sample_chats_path',
            'read_sample_chats', 'chat_texts', 'train_sentencepiece', 'tokenizer_from_sentencepiece', 'train_tokenizer',
-           'make_tiny_model', 'tiny_model_dir']
+           'tokenizer_from_unigram', 'make_tiny_model', 'tiny_model_dir']
 
 # %% ../nbs/10_tiny.ipynb #50585036
 def sample_chats_path()->Path:
@@ -66,18 +66,19 @@ def chat_texts(chats, # chat records, as `read_sample_chats` gives
         for m in c['messages']: yield f"{m['role']}\n{m['content']}"
 
 # %% ../nbs/10_tiny.ipynb #90da4faf
-def train_sentencepiece(texts, # an iterable of strings to learn the merges from
+def train_sentencepiece(texts, # an iterable of strings to learn the pieces from
                         vocab_size:int=2048, # total vocabulary, special tokens and the 256 bytes included
                         special_tokens:list[str]=SPECIAL_TOKENS, # control symbols, ids 0, 1, … in this order
                         unk_token:str='<unk>', # SentencePiece's unknown piece: at its place in `special_tokens`, else right after them
                         add_dummy_prefix:bool=False, # prepend `▁` to a text, as Llama 2's, Mistral's and Phi-3's models do
+                        model_type:str='bpe', # 'bpe', or 'unigram' (llm-jp-3's kind: scored pieces, no merges)
                        )->bytes:
-    "A serialized SentencePiece BPE model (`tokenizer.model`) learnt from `texts`: byte fallback, text kept as written."
+    "A serialized SentencePiece model (`tokenizer.model`, BPE unless `model_type` says otherwise) learnt from `texts`: byte fallback, text kept as written."
     import io
     buf = io.BytesIO()
     unk_id = special_tokens.index(unk_token) if unk_token in special_tokens else len(special_tokens)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buf, model_type='bpe', vocab_size=vocab_size,
+        sentence_iterator=iter(texts), model_writer=buf, model_type=model_type, vocab_size=vocab_size,
         byte_fallback=True, character_coverage=1.0, split_digits=True, normalization_rule_name='identity',
         add_dummy_prefix=add_dummy_prefix, remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
         control_symbols=[t for t in special_tokens if t != unk_token], unk_id=unk_id, bos_id=-1, eos_id=-1, pad_id=-1,
@@ -128,6 +129,39 @@ def train_tokenizer(texts, # an iterable of strings to learn the merges from
         tok.post_processor = processors.TemplateProcessing(single=f'{b} $A', pair=f'{b} $A {b} $B', special_tokens=[(b, tok.token_to_id(b))])
     named = {v for v in tokens.values() if v}
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **tokens, additional_special_tokens=[t for t in special_tokens if t not in named],
+                                   model_max_length=2048, padding_side='right')
+    fast.chat_template = chat_template
+    return fast
+
+# %% ../nbs/10_tiny.ipynb #e7dda5ba
+def tokenizer_from_unigram(model:bytes, # a serialized SentencePiece unigram model
+                           special_tokens:list[str]|None=None, # names of its control and unknown pieces, in id order; default: the pieces' own
+                           chat_template:str=CHAT_TEMPLATE, # the Jinja chat template
+                           add_bos:bool=False, # whether `tokenizer(text)` puts BOS first
+                           **tokens, # `eos_token`, `pad_token`, `unk_token`, `bos_token`; default: none but the model's unknown piece
+                          )->PreTrainedTokenizerFast:
+    "The fast twin of a SentencePiece unigram model: a `tokenizers` Unigram on its pieces and scores, and its normalizer, dummy prefix and `▁` for spaces as the normalizer."
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m = pb.ModelProto(); m.ParseFromString(model)
+    spec, kinds = m.normalizer_spec, {p.type for p in m.pieces}
+    if m.trainer_spec.model_type != pb.TrainerSpec.UNIGRAM or spec.remove_extra_whitespaces or not spec.escape_whitespaces or pb.ModelProto.SentencePiece.USER_DEFINED in kinds:
+        raise ValueError("tokenizer_from_unigram takes a unigram model that keeps spaces as written, as `▁`, and has no user-defined pieces (llm-jp-3's kind).")
+    control = [i for i, p in enumerate(m.pieces) if p.type in (p.CONTROL, p.UNKNOWN)]
+    names = dict(zip(control, special_tokens or [m.pieces[i].piece for i in control]))
+    tk = Tokenizer(models.Unigram([(names.get(i, p.piece), p.score) for i, p in enumerate(m.pieces)], unk_id=m.trainer_spec.unk_id,
+                                  byte_fallback=m.trainer_spec.byte_fallback))
+    tk.add_special_tokens(list(names.values()))
+    first = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+    prefix = spec.add_dummy_prefix
+    tk.normalizer = normalizers.Sequence([*first, *([normalizers.Replace(Regex('(?<!\n)^'), '▁')] if prefix else []), normalizers.Replace(Regex(' '), '▁')])
+    tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Replace(Regex('▁'), ' '), decoders.Fuse(),
+                                    *([decoders.Replace(Regex('(?<!\n)^ '), '')] if prefix else [])])
+    tokens = {**dict(bos_token=None, eos_token=None, pad_token=None, unk_token=names[m.trainer_spec.unk_id]), **tokens}
+    if add_bos:
+        b = tokens['bos_token']
+        tk.post_processor = processors.TemplateProcessing(single=f'{b} $A', pair=f'{b} $A {b} $B', special_tokens=[(b, tk.token_to_id(b))])
+    named = {v for v in tokens.values() if v}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, **tokens, additional_special_tokens=[t for t in names.values() if t not in named],
                                    model_max_length=2048, padding_side='right')
     fast.chat_template = chat_template
     return fast

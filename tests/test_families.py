@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest, torch
 from conftest import REPO, run, sets
 
-from qlora_nb.families import COLUMNS, FAMILIES, replica_dir
+from qlora_nb.families import COLUMNS, FAMILIES, replica_dir, vocab_missing
 
 pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
 
 RESULTS, TRAINED = {}, {}
+MISSING = {f: why for f in FAMILIES if (why := vocab_missing(f))}   # llm_jp3 where its real vocabulary's file is not found
+FAMS = [pytest.param(f, marks=pytest.mark.skip(reason=MISSING[f])) if f in MISSING else f for f in FAMILIES]
 CHAT = [{'role': 'system', 'content': 'あなたは簡潔に答えるアシスタントです。'},
         {'role': 'user', 'content': 'フランスの首都はどこですか？'}, {'role': 'assistant', 'content': 'フランスの首都はパリです。'},
         {'role': 'user', 'content': 'What is 3 + 4?'}, {'role': 'assistant', 'content': 'It is 7.'}]
@@ -41,7 +43,8 @@ def root(tmp_path_factory): return tmp_path_factory.mktemp('families')
 @pytest.fixture(scope='module', autouse=True)
 def write_results():
     yield
-    if set(RESULTS) == set(FAMILIES) and all(set(COLUMNS) <= set(r) for r in RESULTS.values()):
+    if set(RESULTS) | set(MISSING) == set(FAMILIES) and all(set(COLUMNS) <= set(r) for r in RESULTS.values()):
+        RESULTS.update({f: {'skipped': why} for f, why in MISSING.items()})   # the support table says why
         p = REPO/'nbs'/'family_matrix.json'
         before = json.loads(p.read_text(encoding='utf-8')) if p.exists() else {}
         for f, r in before.get('families', {}).items():   # tests/test_llamacpp.py's column and its figures stay
@@ -59,7 +62,7 @@ def runs(labels):
         elif cur: out.append(cur); cur = []
     return out + ([cur] if cur else [])
 
-@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('family', FAMS)
 def test_masking(family):
     from transformers import AutoTokenizer
     from qlora_nb.template import tokenize_conversation, untrained_end_of_turn
@@ -82,7 +85,30 @@ def test_masking(family):
     assert tok.pad_token_id not in [t for t, l in zip(r['input_ids'], r['labels']) if l != -100]
     record(family, masking=True)
 
-@pytest.mark.parametrize('family', FAMILIES)
+LLMJP_TEXTS = ['フランスの首都はパリです。', 'ありがとう！', 'The capital of France is Paris.', ' leading space', 'x  Paris', 'runs    of  spaces  ',
+               '😀🇫🇷 emoji 🗼 🦙', 'ＡＢＣ１２３　全角の文字と　スペース。ｶﾀｶﾅ', 'def add(a, b):\n    return a + b  # 3\n', '\n\nnew\nlines\n',
+               '\t tab\r\n', '<PAD> <0x41> ▁ <s', '𠮷野家 ㈱ ① ™ ß ﬁ', '12345678901234', '']
+
+@pytest.mark.skipif('llm_jp3' in MISSING, reason=MISSING.get('llm_jp3', ''))
+def test_llmjp_tokenizer_is_sentencepiece():
+    """llm-jp-3's replica tokenizer (a `tokenizers` Unigram, as saved and reloaded) gives SentencePiece's own ids on every kind of text, and
+    decodes them as it does (text holding a special token's own string aside: transformers reads `<s>` as BOS, as every fast tokenizer does)."""
+    import random, sentencepiece as spm
+    from transformers import AutoConfig, AutoTokenizer
+    from qlora_nb.families import llmjp_tokenizer_file
+    from qlora_nb.tiny import read_sample_chats
+    sp = spm.SentencePieceProcessor(model_file=str(llmjp_tokenizer_file()))
+    tok = AutoTokenizer.from_pretrained(replica_dir('llm_jp3'))
+    rnd = random.Random(0)
+    chars = [chr(c) for c in [*range(32, 127), *range(0x3040, 0x3100), *range(0x4e00, 0x4e40), 0x3000, 0xff01, 0xff21, 0x1f600, 0x1f1eb, 0x2581, 10, 9, 32, 32]]
+    texts = [*LLMJP_TEXTS, *(m['content'] or '' for c in read_sample_chats() for m in c['messages']),
+             *(''.join(rnd.choice(chars) for _ in range(rnd.randint(1, 30))) for _ in range(1000))]
+    bad = [t for t in texts if tok(t, add_special_tokens=False)['input_ids'] != sp.encode(t)]
+    assert not bad, [(t, sp.encode(t, out_type=str), tok.tokenize(t)) for t in bad[:3]]
+    assert [tok.decode(sp.encode(t)) for t in texts] == [sp.decode(sp.encode(t)) for t in texts]   # the text, but a `▁` written as a space
+    assert (len(tok), AutoConfig.from_pretrained(replica_dir('llm_jp3')).vocab_size, tok('a')['input_ids'][0]) == (99574, 99584, tok.bos_token_id)
+
+@pytest.mark.parametrize('family', FAMS)
 def test_train_and_adapter(family, root):
     from safetensors import safe_open
     adapter, s = trained(family, root)
@@ -101,7 +127,7 @@ class ForceThen:
         out = torch.full_like(scores, -float('inf')); out[:, want] = 0
         return out
 
-@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('family', FAMS)
 def test_stop_and_merge(family, root, tmp_path):
     from transformers import AutoModelForCausalLM, LogitsProcessorList
     from qlora_nb.template import fold_system, stop_token_ids
@@ -134,7 +160,7 @@ def test_stop_and_merge(family, root, tmp_path):
         assert emb.data_ptr() == head.data_ptr() and torch.equal(emb[:orig.shape[0]], orig)
     record(family, tied=bool(merged.config.tie_word_embeddings))
 
-@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('family', FAMS)
 def test_dequantized_base(family):
     "The plain float32 model the merge starts from computes what the 4-bit base computes (Conv1D layouts, square ones too)."
     from qlora_nb.config import load_config
@@ -160,12 +186,13 @@ def test_dequantized_base(family):
 
 def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
     "The support table's short reason for a family the converter refuses."
-    if 'BPE pre-tokenizer' not in e: why = e.split(': ', 1)[-1][:100]
+    if 'unigram' in e: why = "refused: a SentencePiece unigram model, which llama.cpp would cut into other tokens than the tokenizer does; `qlora-nb merge` instead"
+    elif 'BPE pre-tokenizer' not in e: why = e.split(': ', 1)[-1][:100]
     elif FAMILIES[family].kind == 'byte_bpe': why = "refused: a byte-level BPE replica has no pre-tokenizer hash llama.cpp's converter lists"
     else: why = f"refused: llama.cpp's {gguf_arch} converter takes only byte-level BPE, known by hash"
     return why + ('' if reader else f"; transformers cannot read {gguf_arch} back")
 
-@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('family', FAMS)
 def test_export(family, root, tmp_path):
     "The trained adapter exported to GGUF and read back with transformers' GGUF loader, or the reason it cannot be."
     from transformers import AutoTokenizer
@@ -183,7 +210,8 @@ def test_export(family, root, tmp_path):
     row = {r['family']: r for r in families_table()}.get({'llama': 'llama3'}.get(family, family))
     try: check_convertible(base, tok, (adapter, base))
     except ConfigError as e:
-        assert (FAMILIES[family].kind == 'byte_bpe' and not FAMILIES[family].vocab) or family == 'gpt_neox', e   # GPT-NeoX: the converter reads any tokenizer as BPE
+        assert (FAMILIES[family].kind == 'byte_bpe' and not FAMILIES[family].vocab) or family == 'gpt_neox' or (   # GPT-NeoX: the converter reads any tokenizer as BPE
+            FAMILIES[family].kind == 'sentencepiece_unigram' and 'unigram' in str(e)), e   # llm-jp-3: refused as a unigram model, `_unigram_reason`
         assert row is None or not row['round_trip_in_tests'], row
         return record(family, export=export_reason(family, str(e), g, reader))
     assert FAMILIES[family].kind == 'sentencepiece' or FAMILIES[family].vocab, family   # a trained byte-level BPE is refused
@@ -216,7 +244,7 @@ print(json.dumps(out))
 
 def test_plain_peft(root):
     "Every adapter loads with plain peft on its unmodified base, in a process that never imports qlora_nb."
-    jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES]
+    jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES if f not in MISSING]
     p = run(json.dumps(jobs), code=PLAIN, env={'PYTHONPATH': ''}, cwd=root, rc=0)   # not this checkout's qlora_nb on the path
     ok = json.loads(p.stdout.strip().splitlines()[-1])
     for f, v in ok.items(): record(f, **{'plain peft': v})

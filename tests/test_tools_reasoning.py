@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from conftest import refused, run, sets
 from qlora_nb.config import load_config
-from qlora_nb.families import FAMILIES, family_tokenizer, replica_dir
+from qlora_nb.families import FAMILIES, family_tokenizer, replica_dir, vocab_missing
 from qlora_nb.records import DataError, canonical_chat, chat_from_row, chats_needs, check_data, load_chats
 from qlora_nb.template import TemplateFacts, check_template_needs, reasoning_note, template_facts, tokenize_conversation
 from qlora_nb.tiny import tiny_model_dir
@@ -38,7 +38,7 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
 TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
-OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES)
+OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 
 @pytest.fixture(scope='module')
 def toks():
@@ -92,6 +92,7 @@ def test_family_table(toks):
     "The table the issue asks for: family × (tools, reasoning), as the probes find it."
     table = {}
     for fam in FAMILIES:
+        if vocab_missing(fam): continue
         f = template_facts(toks(fam))
         table[fam] = ('tools' if f.tool_calls else 'refused', f.reasoning and f"{f.reasoning}{'' if f.reasoning_past else ', last turns only'}" or 'refused')
     assert table['qwen3'] == ('tools', 'field, last turns only') and table['llama'] == ('tools', 'refused'), table
