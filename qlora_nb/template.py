@@ -13,8 +13,8 @@ from .config import ConfigError
 from .records import DataError
 
 # %% auto #0
-__all__ = ['format_messages', 'assistant_char_spans', 'ends_turn', 'system_supported', 'fold_system', 'system_note',
-           'TemplateFacts', 'template_facts', 'template_lacks', 'check_template_needs', 'reasoning_note',
+__all__ = ['format_messages', 'assistant_char_spans', 'ends_turn', 'system_mode', 'system_supported', 'fold_system',
+           'system_note', 'TemplateFacts', 'template_facts', 'template_lacks', 'check_template_needs', 'reasoning_note',
            'template_messages', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
            'untrained_end_of_turn', 'check_end_of_turn_trained']
 
@@ -111,36 +111,46 @@ def ends_turn(tokenizer, # a tokenizer with a chat template
     return rest is None or bool(rest.strip())
 
 # %% ../nbs/02_template.ipynb #f699d8df
-_SYSTEM_OK = {}
+_SYSTEM = {}
+
+def system_mode(tokenizer, # a tokenizer with a chat template
+               )->str:
+    "How the chat template takes a system turn: 'renders' its content, writes its 'own_text' instead (llm-jp-3's fixed sentence), or 'refuses' it (raises, or drops it)."
+    key = (tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
+    if key not in _SYSTEM:
+        x = '\ue000system\ue001'
+        chat = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
+        try:
+            with_system = _render(tokenizer, [{'role': 'system', 'content': x}, *chat])
+            _SYSTEM[key] = 'renders' if x in with_system else 'own_text' if with_system != _render(tokenizer, chat) else 'refuses'
+        except TemplateError: _SYSTEM[key] = 'refuses'   # the template's own raise_exception(...) refusal
+    return _SYSTEM[key]
 
 def system_supported(tokenizer, # a tokenizer with a chat template
                     )->bool:
-    "Whether the chat template renders a system turn as text (some refuse it, some drop it)."
-    key = (tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
-    if key not in _SYSTEM_OK:
-        x = '\ue000system\ue001'
-        chat = [{'role': 'system', 'content': x}, {'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
-        try: _SYSTEM_OK[key] = x in _render(tokenizer, chat)
-        except TemplateError: _SYSTEM_OK[key] = False   # the template's own raise_exception(...) refusal
-    return _SYSTEM_OK[key]
+    "Whether the chat template renders a system turn's content as text (some refuse it, some drop it, one writes its own text)."
+    return system_mode(tokenizer) == 'renders'
 
 # %% ../nbs/02_template.ipynb #18dcc1c4
 def fold_system(messages:list[dict], # a chat: list of {role, content}
                 tokenizer, # the tokenizer whose template renders the chat
                )->list[dict]:
-    "`messages` with a leading system turn folded into the first user turn when the chat template cannot render it."
-    if not messages or messages[0]['role'] != 'system' or system_supported(tokenizer): return messages
+    "`messages` with a leading system turn's content folded into the first user turn when the chat template cannot render it; a template that writes its own text for a system turn keeps the turn, emptied."
+    mode = system_mode(tokenizer) if messages and messages[0]['role'] == 'system' else 'renders'
+    if mode == 'renders': return messages
     rest = list(messages[1:])
     i = next((k for k, m in enumerate(rest) if m['role'] == 'user'), None)
-    if i is None: return rest
-    rest[i] = {**rest[i], 'content': messages[0]['content'] + '\n\n' + rest[i]['content']}
-    return rest
+    if i is not None and messages[0]['content']: rest[i] = {**rest[i], 'content': messages[0]['content'] + '\n\n' + rest[i]['content']}
+    return ([{**messages[0], 'content': ''}] if mode == 'own_text' else []) + rest
 
 # %% ../nbs/02_template.ipynb #435712e9
 def system_note(tokenizer, # a tokenizer with a chat template
                )->str|None:
-    "The sentence `inspect` and `train` print when the template cannot render a system turn."
-    if system_supported(tokenizer): return None
+    "The sentence `inspect` and `train` print when the template cannot render a system turn's content."
+    mode = system_mode(tokenizer)
+    if mode == 'renders': return None
+    if mode == 'own_text': return ("The chat template writes its own fixed text for a system turn instead of its content (as llm-jp-3's does), "
+                                   "so the turn is kept, its fixed text written, and a system prompt's content is folded into the first user turn.")
     return "The chat template cannot render a system turn, so a system prompt is folded into the first user turn (as Gemma 3's template does)."
 
 # %% ../nbs/02_template.ipynb #f3e11ae5

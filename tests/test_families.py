@@ -20,7 +20,8 @@ CHAT = [{'role': 'system', 'content': 'あなたは簡潔に答えるアシス�
         {'role': 'user', 'content': 'What is 3 + 4?'}, {'role': 'assistant', 'content': 'It is 7.'}]
 SETS = ['training.max_steps=8', 'training.learning_rate=2e-2', 'training.logging_steps=1', 'training.save_steps=100',
         'training.disable_tqdm=true', 'data.max_length=128', 'training.gradient_checkpointing=false',
-        'data.max_tokens_per_batch=null', 'training.per_device_train_batch_size=4', 'training.warmup_steps=0']
+        'data.max_tokens_per_batch=null', 'training.per_device_train_batch_size=4', 'training.warmup_steps=0',
+        'training.gradient_accumulation_steps=1']   # 8 steps of 4 rows: the default's 8 micro-batches a step cost 4× the time and test nothing more
 
 def record(family, **kw): RESULTS.setdefault(family, {}).update(kw)
 
