@@ -15,7 +15,7 @@ from .config import ConfigError
 from .files import atomic_folder
 from .template import fold_system
 from .run import DTYPES, Run, adapter_run, linear_layers
-from .model import load_base_model
+from .model import keep_4bit_layout, load_base_model
 
 # %% auto #0
 __all__ = ['load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout', 'dequantized_base', 'merge_adapter',
@@ -28,6 +28,7 @@ def load_for_inference(adapter_dir, # an adapter folder (a run's save_path)
     "`(model, tokenizer)`: the 4-bit base of the run that made `adapter_dir`, with the adapter on, in eval mode."
     run = run or adapter_run(adapter_dir)
     model = PeftModel.from_pretrained(load_base_model(run), adapter_dir)
+    if any(getattr(c, 'use_dora', False) for c in model.peft_config.values()): keep_4bit_layout(model)   # DoRA dequantizes in every forward (`05_model`)
     return model.eval(), run.tokenizer
 
 # %% ../nbs/07_infer.ipynb #48eb787c
