@@ -73,13 +73,15 @@ def test_loftq_starts_nearer_full_precision():
     assert rel_l2(ref, start) < 0.9 * rel_l2(ref, base), (rel_l2(ref, start), rel_l2(ref, base))
 
 def test_variant_adapter_files(variant_run):
-    "adapter_config.json says DoRA and rsLoRA and a plain start (the LoftQ start is in the weights); the magnitudes are saved and trained."
+    "adapter_config.json says DoRA and rsLoRA and a plain start (the LoftQ start is in the weights), the model card all four; the magnitudes are saved and trained."
     from safetensors.torch import load_file
     run, s, probe = variant_run
     adapter = s['save_path']
     ac = json.loads(open(f'{adapter}/adapter_config.json', encoding='utf-8').read())
     assert (ac['use_dora'], ac['use_rslora'], ac['init_lora_weights']) == (True, True, True), ac
     assert "init_lora_weights: loftq" in open(f'{adapter}/qlora_nb_config.yaml', encoding='utf-8').read()
+    card = open(f'{adapter}/README.md', encoding='utf-8').read()
+    assert ', DoRA, rsLoRA, LoftQ start |' in card and ', NEFTune noise alpha 5 |' in card, card
     saved = load_file(f'{adapter}/adapter_model.safetensors')
     mags = {k: v for k, v in saved.items() if 'lora_magnitude_vector' in k}
     assert len(mags) == len([k for k in saved if 'lora_A' in k]) > 0, sorted(saved)[:4]   # one per adapted layer
