@@ -114,8 +114,11 @@ HF_RULES = {
     'quantization.bnb_4bit_quant_type': dict(choices=('nf4', 'fp4')),
     'quantization.bnb_4bit_compute_dtype': dict(choices=('auto', 'bfloat16', 'float16', 'float32')),
     'lora.r': dict(gt=0), 'lora.lora_alpha': dict(gt=0), 'lora.lora_dropout': dict(ge=0, lt=1),
+    'lora.init_lora_weights': dict(check=lambda v: _init_problem(v)),   # what peft can start on a 4-bit base
+    'lora.loftq_config': dict(check=lambda v: v and "is peft's LoftQ for a full-precision model, which it quantizes itself, but the base here "
+                                                   "is already 4-bit; remove it and set lora.init_lora_weights=loftq alone"),
     **{f'training.{k}': dict(gt=0) for k in ('learning_rate', 'num_train_epochs', 'per_device_train_batch_size',
-                                             'gradient_accumulation_steps', 'logging_steps', 'save_steps')},
+                                             'gradient_accumulation_steps', 'logging_steps', 'save_steps', 'neftune_noise_alpha')},
     'training.gradient_checkpointing': dict(auto=True),  # decided when the model is known (`03_run.checkpointing`, in `resolve_run`)
 }
 
@@ -217,6 +220,27 @@ def _check_value(key:str, v, t, where:str):
         why = f": {s['help']}" if 'help' in s else ''
         raise ConfigError(f"{where}: '{key}' is {v}, but it must be in [{s.get('ge', '-inf')}, {s.get('lt', 'inf')}){why}.")
 
+
+# %% ../nbs/00_config.ipynb #747b31c2
+_INIT_WHY = {   # peft's initialisations that do not start on a 4-bit base, and why (`05_model`)
+    'pissa': "PiSSA splits each full-precision weight by SVD into the adapters and a residual base, which peft refuses on 4-bit weights, "
+             "and the adapter would then fit only that residual base, not the base plain peft loads it on",
+    'corda': "CorDA splits each full-precision weight into the adapters and a residual base, which peft refuses on 4-bit weights, "
+             "and it needs a pass over the data first (peft's preprocess_corda)",
+    'olora': "OLoRA moves part of each weight into the adapters and re-quantizes the rest, so the adapter would fit only that changed base, "
+             "not the base plain peft loads it on",
+    'eva': "EVA needs a pass over the data before training (peft's initialize_lora_eva_weights), which qlora_nb does not run, "
+           "so the adapters would start as plain LoRA",
+    'lora_ga': "LoRA-GA needs the gradients of a pass over the data before training (peft's preprocess_loraga), which qlora_nb does not run",
+    'mica': "peft builds MiCA's adapters from the base weight, which on a 4-bit base is packed NF4 bytes",
+    'orthogonal': "peft makes the orthogonal adapters in the base weight's dtype, which on a 4-bit base is packed bytes (uint8)",
+}
+
+def _init_problem(v)->str|None:
+    "What is wrong with a `lora.init_lora_weights` value on a 4-bit base, as the end of a sentence; None when it is right."
+    name = 'pissa' if isinstance(v, str) and v.startswith('pissa') else v   # pissa_niter_4: PiSSA by 4 subspace iterations
+    if not isinstance(name, str) or name not in _INIT_WHY: return None      # true, false, gaussian, loftq; a wrong type is named later
+    return f"is {v!r}, but {_INIT_WHY[name]}; use loftq (the adapters start at what NF4 lost of each weight, on the 4-bit base) or true"
 
 # %% ../nbs/00_config.ipynb #b51c6df4
 RETIRED = {'tokenizer.use_fast': "is not a key: transformers 5 always loads the fast tokenizer, whose offsets the assistant mask needs; "

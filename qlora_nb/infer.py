@@ -15,7 +15,8 @@ from .config import ConfigError
 from .files import atomic_folder
 from .template import fold_system
 from .run import DTYPES, Run, adapter_run, linear_layers
-from .model import experts_to_4bit, load_base_model, own_lora_proxies
+from .model import experts_to_4bit, keep_4bit_layout, load_base_model, own_lora_proxies
+
 
 # %% auto #0
 __all__ = ['load_for_inference', 'chat_messages', 'generate', 'chat_loop', 'conv1d_layout', 'dequantized_base', 'merge_adapter',
@@ -29,6 +30,7 @@ def load_for_inference(adapter_dir, # an adapter folder (a run's save_path)
     run = run or adapter_run(adapter_dir)
     model = PeftModel.from_pretrained(load_base_model(run, experts=False), adapter_dir)
     if run.quantize_experts: experts_to_4bit(model, run); own_lora_proxies(model)   # adapters on plain tensors first (`05_model`)
+    if any(getattr(c, 'use_dora', False) for c in model.peft_config.values()): keep_4bit_layout(model)   # DoRA dequantizes in every forward (`05_model`)
     return model.eval(), run.tokenizer
 
 # %% ../nbs/07_infer.ipynb #48eb787c

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, dataclasses, types
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch.nn.utils import parametrize
@@ -17,7 +18,7 @@ from .run import DTYPES, Run, load_kw
 
 # %% auto #0
 __all__ = ['OUR_KEYS', 'quantization_config', 'lora_config', 'experts_to_4bit', 'quantized_bytes', 'own_lora_proxies',
-           'load_base_model', 'cast_trainable', 'load_model']
+           'load_base_model', 'cast_trainable', 'load_model', 'keep_4bit_layout', 'loftq_start']
 
 # %% ../nbs/05_model.ipynb #63d6467e
 OUR_KEYS = {f.name for f in dataclasses.fields(QuantizationKeys)}   # upcast_unquantized, quantize_experts
@@ -37,12 +38,11 @@ def quantization_config(run:Run, # a resolved run (`resolve_run`)
 # %% ../nbs/05_model.ipynb #3ffbb147
 def lora_config(run:Run, # a resolved run (`resolve_run`)
                )->LoraConfig:
-    "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`, `Run.lora_parameters`)."
+    "The `LoraConfig` of a resolved run, its targets spelled out (`Run.lora_targets`, `Run.lora_parameters`); a LoftQ start is made by `loftq_start`, not by peft."
     lc = run.config['lora']   # peft's section: its optional keys are read with .get
-    if lc.get('target_parameters') and lc.get('lora_dropout'):
-        raise ConfigError(f"lora.target_parameters ({', '.join(lc['target_parameters'])}) adapts weight tensors such as MoE experts, "
-                          f"which peft does without dropout, but lora.lora_dropout is {lc['lora_dropout']}; set lora.lora_dropout=0.")
-    return LoraConfig(**{**lc, 'target_modules': run.lora_targets, **({'target_parameters': run.lora_parameters} if run.lora_parameters else {})})
+    start = {'init_lora_weights': True} if lc.get('init_lora_weights') == 'loftq' else {}   # peft's own LoftQ would quantize a full-precision model
+    return LoraConfig(**{**lc, 'target_modules': run.lora_targets, **({'target_parameters': run.lora_parameters} if run.lora_parameters else {}), **start})
+
 
 # %% ../nbs/05_model.ipynb #a9d6585c
 def experts_to_4bit(model, # a model `from_pretrained` loaded, with fused expert tensors; or a peft model on it
@@ -146,6 +146,59 @@ def load_model(run:Run, # a resolved run (`resolve_run`)
         for p in m.parameters(): p.requires_grad_(False)
         if gc: m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw); m.enable_input_require_grads()
     m = get_peft_model(m, lora_config(run), autocast_adapter_dtype=run.adapter_dtype == 'float32')
+    lc = run.config['lora']
+    if lc.get('use_dora'): keep_4bit_layout(m)   # DoRA dequantizes the base weights in every forward
+    if lc.get('init_lora_weights') == 'loftq': loftq_start(m, run)
     cast_trainable(m, DTYPES[run.adapter_dtype])
     if run.quantize_experts: experts_to_4bit(m, run); own_lora_proxies(m)
     return m
+
+# %% ../nbs/05_model.ipynb #ce85b154
+def keep_4bit_layout(model:torch.nn.Module, # a model with bitsandbytes `Linear4bit` layers
+                    )->int:
+    "Keep `model`'s 4-bit weights in the layout `dequantize_4bit` reads: bitsandbytes' repacking for its CPU kernel at an eval forward off; return how many layers."
+    import bitsandbytes as bnb
+    lin = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for m in lin: m.support_avx512bf16_for_cpu = False
+    return len(lin)
+
+# %% ../nbs/05_model.ipynb #c57fd386
+def _safetensors_files(run:Run)->list[Path]:
+    "The safetensors files of the run's model: its folder, or its snapshot in the hub cache (`from_pretrained` downloaded it)."
+    d = Path(run.model_path)
+    if not d.is_dir():
+        from huggingface_hub import snapshot_download
+        d = Path(snapshot_download(run.model_path, allow_patterns=['*.safetensors'], local_files_only=True))
+    return sorted(d.glob('*.safetensors'))
+
+@torch.no_grad()
+def loftq_start(model, # a peft model on a 4-bit base (`get_peft_model`)
+                run:Run, # its resolved run: where the full-precision weights are
+               )->int:
+    "Start each 4-bit layer's adapters at the best rank-r fit of what NF4 lost of its weight (LoftQ), base and scaling included; return how many layers."
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+    from safetensors import safe_open
+    todo = {f"{n.removeprefix('base_model.model.')}.weight": m for n, m in model.named_modules()
+            if hasattr(m, 'lora_A') and isinstance(m.get_base_layer(), bnb.nn.Linear4bit)}
+    n = len(todo)
+    for f in _safetensors_files(run):
+        with safe_open(f, 'pt', device='cpu') as s:
+            for key in sorted(todo.keys() & set(s.keys())):
+                mod = todo.pop(key); base = mod.get_base_layer()
+                q = dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+                w = s.get_tensor(key).to(q.device, torch.float32)
+                if w.shape != q.shape or (w.shape[0] == w.shape[1] and (w.T - q).norm() < (w - q).norm()): w = w.T  # GPT-2's Conv1D: [in, out]
+                wide = w.shape[0] < w.shape[1]   # LAPACK takes a tall matrix several times faster
+                U, S, Vh = torch.linalg.svd((w - q).T if wide else w - q, full_matrices=False)
+                if wide: U, Vh = Vh.T, U.T
+                for a in mod.lora_A:
+                    r = mod.r[a]
+                    root = (S[:r] / mod.scaling[a]).sqrt()   # scaling·B·A is then the residual's best rank-r fit
+                    A, B = mod.lora_A[a].weight, mod.lora_B[a].weight
+                    A.data, B.data = (root[:, None] * Vh[:r]).to(A), (U[:, :r] * root).to(B)
+                    if mod.use_dora.get(a): mod.lora_variant[a].init(mod, adapter_name=a)   # DoRA's magnitudes, of base plus these adapters
+    if todo:
+        raise ConfigError(f"lora.init_lora_weights is loftq, which reads each adapted layer's full-precision weight from the model's safetensors "
+                          f"files, but {run.config['model_name']} has no {next(iter(todo))} in them; set lora.init_lora_weights=true for this model.")
+    return n

@@ -21,10 +21,10 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
 __all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
            'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
            'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
-           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'expert_tensors',
-           'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens',
-           'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype',
-           'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'check_lora',
+           'expert_tensors', 'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget',
+           'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan',
+           'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -265,6 +265,17 @@ def lora_targets(want, # `lora.target_modules`
     "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — are left out."
     return have if want == 'all-linear' else want
 
+# %% ../nbs/03_run.ipynb #cbe31fed
+def check_lora(lora:dict, # the `lora` section of a validated config
+              ):
+    "Refuse `lora` keys peft cannot combine: weight tensors (`target_parameters`, MoE experts) with dropout or with DoRA."
+    tp = lora.get('target_parameters')   # peft's section: its optional keys are read with .get
+    if not tp: return
+    what = f"lora.target_parameters ({', '.join(tp)}) adapts weight tensors such as MoE experts, which peft does without"
+    if lora.get('lora_dropout'): raise ConfigError(f"{what} dropout, but lora.lora_dropout is {lora['lora_dropout']}; set lora.lora_dropout=0.")
+    if lora.get('use_dora'): raise ConfigError(f"{what} DoRA, but lora.use_dora is true; set lora.use_dora=false, or remove lora.target_parameters "
+                                               "to leave the experts out.")
+
 # %% ../nbs/03_run.ipynb #402b0f17
 def expert_tensors(model:torch.nn.Module, # a model: a skeleton, a 4-bit model
                   )->list[str]:
@@ -463,6 +474,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     skeleton = model_skeleton(mc, trc)
     have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
     check_target_modules(want, have, cfg['model_name'])
+    check_lora(cfg['lora'])
     experts = expert_tensors(skeleton)
     shapes = dict(skeleton.named_parameters())
     tok = load_tokenizer(tokenizer_from or path, cfg, mc)

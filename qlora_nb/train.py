@@ -437,10 +437,13 @@ def model_card(run:Run, # the resolved run that trained the adapter
     files = [Path(f).name for f in run.train_data.files] if run.train_data else []
     c = loss_curves(log_history or [])
     best = min(c['eval'], key=lambda x: x[1]) if c['eval'] else None
+    variants = [w for w, on in (('DoRA', lo.get('use_dora')), ('rsLoRA', lo.get('use_rslora')), ('LoftQ start', lo.get('init_lora_weights') == 'loftq')) if on]
     facts = [('base model', f'`{base}` ({run.architecture}, {run.layers} layers), 4-bit NF4'),
-             ('LoRA', f"r={lo.get('r')}, alpha={lo.get('lora_alpha')}, dropout={lo.get('lora_dropout')}, targets {run.lora_targets}"),
+             ('LoRA', f"r={lo.get('r')}, alpha={lo.get('lora_alpha')}, dropout={lo.get('lora_dropout')}, targets {run.lora_targets}"
+                      + ''.join(f', {v}' for v in variants)),
              ('training', f"learning rate {tr.get('learning_rate')}, {tr.get('num_train_epochs')} epochs"
-                          + (f", {c['train'][-1][0]} optimizer steps" if c['train'] else '') + f", precision {run.mixed_precision}"),
+                          + (f", {c['train'][-1][0]} optimizer steps" if c['train'] else '') + f", precision {run.mixed_precision}"
+                          + (f", NEFTune noise alpha {tr['neftune_noise_alpha']}" if tr.get('neftune_noise_alpha') else '')),
              ('data', f"{', '.join(files) or cfg['training_data_json_path']}: " + (', '.join(f'{k.replace("_", " ")} {v}' for k, v in (stats or {}).items() if k != 'sources') or '—')),
              *([('sources', '; '.join(f"{_public(s['source'])}: {s['kept']} kept of {s['read']} ({s['duplicates']} duplicates)" for s in stats['sources']))]
                if len((stats or {}).get('sources') or []) > 1 else []),

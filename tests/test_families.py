@@ -269,7 +269,7 @@ def test_moe_experts_when_asked():
     assert resolve_run(load_config(overrides=base[:1]), for_training=False).lora_parameters is None
     with pytest.raises(ConfigError, match='lora.lora_dropout=0'): lora_config(resolve_run(load_config(overrides=base), for_training=False))
     with pytest.raises(ConfigError, match="no weight tensor named 'mlp.experts.w1'; its experts' fused tensors are mlp.experts.down_proj, mlp.experts.gate_up_proj"):
-        resolve_run(load_config(overrides=[base[0], 'lora.target_parameters=[mlp.experts.w1]']), for_training=False)
+        resolve_run(load_config(overrides=[base[0], 'lora.target_parameters=[mlp.experts.w1]', 'lora.lora_dropout=0']), for_training=False)
 
 def test_moe_experts_4bit(tmp_path):
     "Adapters on Mixtral's 4-bit experts: both fused tensors of a layer train, `inspect` says what the experts take, and the "
