@@ -93,8 +93,9 @@ def export_text(r:dict, # what `export_gguf` returned
     name = re.sub(r'[^a-z0-9._-]+', '-', Path(out).stem.lower()).strip('-') or 'model'
     lines = [f"GGUF ({kind}, {r['size']/1e6:.1f} MB): {out}",
              f"Ollama Modelfile:    {mf} (stops at {', '.join(r['stops'])}" + (', with a SYSTEM prompt)' if r['system'] else ')'),
+             *([f"LoRA adapter (GGUF): {rel(r['adapter'])}, applied to {out} at load time"] if r.get('adapter') else []),
              f"Run it with Ollama:  ollama create {name} -f {mf} && ollama run {name}",
-             f"or with llama.cpp:   llama-cli -m {out} -cnv"]
+             f"or with llama.cpp:   llama-cli -m {out}" + (f" --lora {rel(r['adapter'])}" if r.get('adapter') else '') + " -cnv"]
     if r['quantize_hint']:
         q = r['quantize_hint']
         lines.append(f"llama-quantize is not on PATH, so {out} is {r['outtype']}, not {q[-1]}; to quantize it, run llama.cpp's "
@@ -104,7 +105,7 @@ def export_text(r:dict, # what `export_gguf` returned
 # %% ../nbs/08_cli.ipynb #26d89fa4
 def cmd_export(a):
     from qlora_nb.export import export_gguf
-    print(export_text(export_gguf(a.adapter, a.output, outtype=a.outtype, quantize=a.quantize, system=a.system)))
+    print(export_text(export_gguf(a.adapter, a.output, outtype=a.outtype, quantize=a.quantize, system=a.system, adapter_only=a.adapter_only)))
 
 # %% ../nbs/08_cli.ipynb #e7a2c002
 def cmd_eval(a):
@@ -171,6 +172,7 @@ def parser(argv:list|None=None, # the arguments it will parse: the benchmark's o
     x.add_argument('--outtype', **param_option(export_gguf, 'outtype', choices=list(OUTTYPES)))
     x.add_argument('--quantize', **param_option(export_gguf, 'quantize', metavar='TYPE'))
     x.add_argument('--system', **param_option(export_gguf, 'system'))
+    x.add_argument('--adapter-only', action='store_true', help=param_option(export_gguf, 'adapter_only')['help'])
     x.set_defaults(fn=cmd_export)
     from qlora_nb.eval import evaluate
     e = sub.add_parser("eval", help="base and adapter side by side: loss, answers, stop rate, length, repetition; a report")

@@ -4,9 +4,10 @@
 
 # %% ../nbs/07b_export.ipynb #f06c3e5d
 from __future__ import annotations
-import json, logging, os, re, shutil, subprocess, tempfile
+import json, logging, os, re, shutil, subprocess, sys, tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from importlib.resources import files
 
 import torch
 from transformers import AutoTokenizer
@@ -14,15 +15,16 @@ from transformers import AutoTokenizer
 from .config import ConfigError
 from .template import end_of_turn_tokens
 from .records import load_chats
-from .run import adapter_run, Run
-from .infer import merge_adapter, rel_l2
+from .run import DTYPES, adapter_run, Run
+from .infer import dequantized_base, merge_adapter, rel_l2
 
 # %% auto #0
-__all__ = ['OUTTYPES', 'CONVERTER_FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config', 'converter_class',
+__all__ = ['OUTTYPES', 'LORA_SCRIPT', 'CONVERTER_FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config', 'converter_class',
            'inference_template', 'stage_tokenizer', 'check_convertible', 'convert_to_gguf', 'stop_strings',
            'modelfile_text', 'run_system_prompt', 'quantize_types', 'llama_cpp_module', 'check_quantize',
-           'quantize_command', 'quantize_gguf', 'run_llama_quantize', 'export_gguf', 'gguf_roundtrip', 'load_gguf',
-           'llamacpp_vocab', 'llamacpp_tokens', 'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
+           'quantize_command', 'quantize_gguf', 'run_llama_quantize', 'check_lora_convertible', 'save_dequantized_base',
+           'lora_to_gguf', 'export_gguf', 'gguf_roundtrip', 'load_gguf', 'llamacpp_vocab', 'llamacpp_tokens',
+           'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
 
 # %% ../nbs/07b_export.ipynb #45e5e856
 OUTTYPES = {'f32': 'float32', 'f16': 'float16', 'bf16': 'bfloat16', 'q8_0': 'bfloat16'}  # converter type -> dtype merged into
@@ -221,9 +223,10 @@ def stop_strings(run:Run, # the adapter's resolved run (`adapter_run`)
 def modelfile_text(gguf_name:str, # the GGUF's file name, beside the Modelfile
                    stops:list[str], # the strings that end a reply
                    system:str|None=None, # a system prompt
+                   adapter:str|None=None, # a GGUF LoRA adapter's file name, beside the Modelfile (`export_gguf(adapter_only=True)`)
                   )->str:
-    "An Ollama Modelfile: `FROM` the GGUF beside it, a `PARAMETER stop` for each end-of-turn token, `SYSTEM` when given."
-    lines = [f'FROM ./{gguf_name}'] + [f'PARAMETER stop {json.dumps(s, ensure_ascii=False)}' for s in stops]
+    "An Ollama Modelfile: `FROM` the GGUF beside it, `ADAPTER` when given, a `PARAMETER stop` for each end-of-turn token, `SYSTEM` when given."
+    lines = [f'FROM ./{gguf_name}', *([f'ADAPTER ./{adapter}'] if adapter else [])] + [f'PARAMETER stop {json.dumps(s, ensure_ascii=False)}' for s in stops]
     if system: lines.append(f'SYSTEM """{system}"""')
     return '\n'.join(lines) + '\n'
 
@@ -305,14 +308,52 @@ def run_llama_quantize(exe, # the `llama-quantize` binary
         raise ConfigError(f"llama-quantize {qtype.upper()} failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
     return Path(dst)
 
+# %% ../nbs/07b_export.ipynb #0deeba19
+LORA_SCRIPT = 'convert_lora_to_gguf.py'   # llama.cpp's LoRA converter, in qlora_nb/assets/llama_cpp
+
+def check_lora_convertible(run:Run, # the adapter's resolved run (`adapter_run`)
+                           adapter_dir, # the adapter folder
+                          ):
+    "Refuse, in one sentence, an adapter llama.cpp's LoRA format cannot hold: adapters on MoE expert tensors, DoRA, trained whole modules."
+    ac = json.loads((Path(adapter_dir)/'adapter_config.json').read_text(encoding='utf-8'))
+    why = ('it adapts MoE expert tensors (lora.target_parameters)' if ac.get('target_parameters') else
+           "it is a DoRA adapter (lora.use_dora), whose magnitudes llama.cpp's LoRA format has no place for" if ac.get('use_dora') else
+           f"it trains whole modules ({', '.join(ac['modules_to_save'])})" if ac.get('modules_to_save') else None)
+    if why: raise ConfigError(f"{adapter_dir}: llama.cpp's GGUF LoRA takes the lora_A/lora_B pairs of linear layers, but {why}; export it merged (without --adapter-only).")
+
+def save_dequantized_base(run:Run, # the adapter's resolved run
+                          out_dir, # the folder to write the model and tokenizer into
+                          dtype:str='bfloat16', # the weights' dtype, a name of `DTYPES`
+                         )->Path:
+    "The base an adapter was trained on, as a standalone model: its NF4 weights dequantized (`dequantized_base`), with the run's tokenizer."
+    m = dequantized_base(run).to(DTYPES[dtype])
+    m.save_pretrained(out_dir, safe_serialization=True)
+    run.tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+def lora_to_gguf(adapter_dir, # a peft LoRA adapter folder
+                 base_dir, # the standalone base it applies to (`save_dequantized_base`): its config names the tensors
+                 output, # the GGUF adapter file to write
+                 outtype:str='f16', # f32, f16, bf16 or q8_0
+                )->Path:
+    "Convert a LoRA adapter to llama.cpp's GGUF adapter format with llama.cpp's own `convert_lora_to_gguf.py` (run as a script)."
+    script = Path(str(files('qlora_nb')/'assets'/'llama_cpp'/LORA_SCRIPT))
+    p = subprocess.run([sys.executable, str(script), '--base', str(base_dir), '--outfile', str(output), '--outtype', outtype, str(adapter_dir)],
+                       capture_output=True, text=True, encoding='utf-8', errors='replace')
+    if p.returncode or not Path(output).is_file():
+        why = next((l for l in reversed(p.stderr.splitlines()) if l.strip()), f'exit code {p.returncode}')
+        raise ConfigError(f"{adapter_dir}: llama.cpp's LoRA converter refused the adapter ({why[-300:]}).")
+    return Path(output)
+
 # %% ../nbs/07b_export.ipynb #cbda8373
 def export_gguf(adapter_dir, # an adapter folder (a run's save_path)
                 output, # the .gguf file to write; the Modelfile is written beside it
                 outtype:str|None=None, # f32, f16, bf16, q8_0; default q8_0, or bf16 when quantizing
                 quantize:str|None=None, # a llama.cpp type to quantize to, e.g. q4_k_m
                 system:str|None=None, # the Modelfile's SYSTEM; default: the run's, if all its chats share one
+                adapter_only:bool=False, # write the dequantized base and the LoRA as a GGUF adapter beside it (`<stem>-lora.gguf`), not merged
                )->dict:
-    "Merge the adapter into its dequantized NF4 base, convert to GGUF, quantize if asked, write an Ollama Modelfile beside it."
+    "Merge the adapter into its dequantized NF4 base (or, `adapter_only`, keep it apart as a GGUF LoRA), convert to GGUF, quantize if asked, write an Ollama Modelfile beside it."
     outtype = outtype or ('bf16' if quantize else 'q8_0')
     if outtype not in OUTTYPES: raise ConfigError(f"--outtype {outtype}: use one of {', '.join(OUTTYPES)}.")
     quantizer = check_quantize(quantize, outtype)
@@ -322,19 +363,23 @@ def export_gguf(adapter_dir, # an adapter folder (a run's save_path)
     tok, base = run.tokenizer, run.model_path
     sources = (adapter_dir, base)
     check_convertible(base, tok, sources)   # before any merge work
+    if adapter_only: check_lora_convertible(run, adapter_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f'.{out.name}-', dir=out.parent) as d:
         d = Path(d)
-        merged = merge_adapter(adapter_dir, d/'merged', dtype=OUTTYPES[outtype], run=run)
+        merged = (save_dequantized_base(run, d/'base', OUTTYPES[outtype]) if adapter_only else
+                  merge_adapter(adapter_dir, d/'merged', dtype=OUTTYPES[outtype], run=run))
         gg = convert_to_gguf(merged, d/out.name, outtype, tok, sources, name=out.stem)
+        lora = lora_to_gguf(adapter_dir, merged, d/f'{out.stem}-lora.gguf', 'f32' if outtype == 'f32' else 'f16') if adapter_only else None
         if quantizer:
             q = d/f'{out.stem}-{quantize.upper()}.gguf'
             gg = quantize_gguf(gg, q, quantize) if quantizer == 'llama_cpp' else run_llama_quantize(quantizer, gg, q, quantize)
         stops, system = stop_strings(run), system if system is not None else run_system_prompt(run.config)
-        (d/'Modelfile').write_text(modelfile_text(out.name, stops, system), encoding='utf-8')
+        (d/'Modelfile').write_text(modelfile_text(out.name, stops, system, lora.name if lora else None), encoding='utf-8')
+        if lora: os.replace(lora, out.parent/lora.name)
         os.replace(gg, out)
         os.replace(d/'Modelfile', out.parent/'Modelfile')
-    return dict(output=out, modelfile=out.parent/'Modelfile', outtype=outtype, quantized=quantize.upper() if quantizer else None,
+    return dict(output=out, modelfile=out.parent/'Modelfile', adapter=out.parent/lora.name if lora else None, outtype=outtype, quantized=quantize.upper() if quantizer else None,
                 size=out.stat().st_size, stops=stops, system=system,
                 quantize_hint=quantize_command(out, quantize) if quantize and not quantizer else None)
 

@@ -267,3 +267,33 @@ def test_quantized_files_run_and_perplexity(adapter, root):
     print('\nperplexity of 8 held-out chats in llama.cpp: ' + ', '.join(f'{t} {v:.3f}' for t, v in ppl.items()))
     record('default', perplexity={t: round(v, 3) for t, v in ppl.items()})
     assert abs(ppl['q8_0'] / ppl['f16'] - 1) < 0.02 and abs(ppl['q4_k_m'] / ppl['f16'] - 1) < 0.25, ppl
+
+def test_adapter_only_export(adapter, root):
+    "`export --adapter-only`: the dequantized base and the LoRA as a GGUF adapter beside it, which llama.cpp applies at load time "
+    "with the merged export's logits; an adapter llama.cpp's LoRA format cannot hold (DoRA) refused before any work."
+    import shutil
+    from transformers import AutoTokenizer
+    from conftest import refused, run
+    from qlora_nb.infer import rel_l2
+    out = root/'adapter_only'/'model.gguf'
+    p = run('export', '--adapter', adapter, '--output', out, '--outtype', 'f32', '--adapter-only', rc=0)
+    assert sorted(x.name for x in out.parent.iterdir()) == ['Modelfile', 'model-lora.gguf', 'model.gguf']
+    assert (out.parent/'Modelfile').read_text().startswith('FROM ./model.gguf\nADAPTER ./model-lora.gguf\nPARAMETER stop "<|im_end|>"\n')
+    assert 'model-lora.gguf -cnv' in p.stdout and 'LoRA adapter (GGUF)' in p.stdout, p.stdout
+    merged = export_gguf(adapter, root/'adapter_only_merged'/'model.gguf', outtype='f32')['output']
+    text = AutoTokenizer.from_pretrained(adapter).apply_chat_template(CHATS[0], tokenize=False)
+    llms = [load_gguf(out, 512, True, lora=out.parent/'model-lora.gguf'), load_gguf(merged, 512, True), load_gguf(out, 512, True)]
+    try:
+        ids = llamacpp_tokens(llms[1], text)
+        with_lora, merged_logits, base = (llamacpp_logits(l, ids) for l in llms)
+    finally:
+        for l in llms: l.close()
+    d, base_d = rel_l2(merged_logits, with_lora), rel_l2(merged_logits, base)
+    assert d < 1e-3 and base_d > 1e-2, (d, base_d)   # the adapter does what merging does; without it, the base differs
+    record('default', adapter_only_rel_l2=float(f'{d:.0e}'))
+    dora = root/'dora_adapter'
+    shutil.copytree(adapter, dora)
+    ac = json.loads((dora/'adapter_config.json').read_text()); ac['use_dora'] = True
+    (dora/'adapter_config.json').write_text(json.dumps(ac))
+    refused(run('export', '--adapter', dora, '--output', root/'dora'/'model.gguf', '--adapter-only'), 'DoRA', 'without --adapter-only',
+            unwritten=[root/'dora'])
