@@ -119,6 +119,14 @@ FAMILIES = {
         pad='<|end_of_text|>', unk='<|end_of_text|>',
         config=dict(tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=8.0),
         notes='BOS = EOS = pad = unk; embedding / residual / attention / logits multipliers; tied'),
+    'lfm2': Family('lfm2', 'LFM2-350M/700M/1.2B/2.6B; LFM2.5-1.2B-Instruct/-JP (Liquid AI)', 'byte_bpe', 'lfm2',
+        ['<|pad|>', '<|startoftext|>', '<|endoftext|>', '<|fim_pre|>', '<|fim_mid|>', '<|fim_suf|>', '<|im_start|>', '<|im_end|>',
+         '<|tool_list_start|>', '<|tool_list_end|>', '<|tool_call_start|>', '<|tool_call_end|>', '<|tool_response_start|>',
+         '<|tool_response_end|>'], eos='<|im_end|>', stop=['<|im_end|>'], bos='<|startoftext|>', pad='<|pad|>', add_bos=True,
+        config=dict(tie_word_embeddings=True, layer_types=['conv', 'full_attention']),
+        notes='hybrid: short gated convolution blocks (`in_proj` / `out_proj` linear, a depthwise `conv` kept as it is) and GQA blocks '
+              '(`out_proj`, q/k norms); SwiGLU `w1` / `w2` / `w3`; tied; LFM2\'s template: tool calls are text in the reply '
+              '(LFM2.5\'s own templates, not shipped, also render `tool_calls`)'),
 }
 
 # %% ../nbs/11_families.ipynb #291166a3

@@ -279,8 +279,10 @@ def check_lora(lora:dict, # the `lora` section of a validated config
 # %% ../nbs/03_run.ipynb #402b0f17
 def expert_tensors(model:torch.nn.Module, # a model: a skeleton, a 4-bit model
                   )->list[str]:
-    "Full names of `model`'s fused expert weights: the 3-D parameters (experts × out × in) transformers 5 stores MoE experts as."
-    return [f'{n}.{pn}' for n, mod in model.named_modules() for pn, p in mod.named_parameters(recurse=False) if p.ndim == 3]
+    "Full names of `model`'s fused expert weights: the 3-D parameters (experts × out × in) transformers 5 stores MoE experts as, a convolution's kernel left out."
+    conv = torch.nn.modules.conv._ConvNd   # LFM2's short convolution: a 3-D kernel (channels × 1 × width), not experts
+    return [f'{n}.{pn}' for n, mod in model.named_modules() if not isinstance(mod, conv)
+            for pn, p in mod.named_parameters(recurse=False) if p.ndim == 3]
 
 def lora_parameters(want, # `lora.target_parameters`: names of weight tensors, or their endings (`mlp.experts.down_proj`)
                     model:torch.nn.Module, # the model's skeleton
@@ -353,7 +355,8 @@ def checkpointing(cfg:dict, # a validated config
 
 # %% ../nbs/03_run.ipynb #5d7dbebb
 PLAIN_FAMILIES = ('LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Phi3ForCausalLM',
-                  'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM')
+                  'GemmaForCausalLM', 'Olmo2ForCausalLM', 'SmolLM3ForCausalLM', 'Glm4ForCausalLM', 'Starcoder2ForCausalLM',
+                  'Lfm2ForCausalLM')
 
 def logit_transform(model, # a transformers causal LM
                    )->dict|None:

@@ -196,10 +196,12 @@ def template_facts(tokenizer, # a tokenizer with a chat template
             {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'call00001', 'type': 'function', 'function': {'name': _P['fn'], 'arguments': {'q': _P['arg']}}}]},
             {'role': 'tool', 'content': _P['result'], 'tool_call_id': 'call00001', 'name': _P['fn']}, {'role': 'assistant', 'content': 'ok'}]
     t = _renders(tokenizer, call, _PROBE_TOOLS, kw)
+    # a template that fails on a reply with no text (LFM2's) may still render tool turns: asked again with text in the reply
+    results = t or _renders(tokenizer, [call[0], {**call[1], 'content': 'ok'}, *call[2:]], _PROBE_TOOLS, kw)
     how, past = _reasoning_probe(tokenizer, kw)
     return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer),
                          tools=_P['fn'] in _renders(tokenizer, plain, _PROBE_TOOLS, kw), tool_calls=_P['arg'] in t,
-                         tool_results=_P['result'] in t, reasoning=how, reasoning_past=past)
+                         tool_results=_P['result'] in results, reasoning=how, reasoning_past=past)
 
 # %% ../nbs/02_template.ipynb #9051acc1
 def template_lacks(facts:TemplateFacts, # the run's template facts (`template_facts`)

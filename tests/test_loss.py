@@ -7,10 +7,10 @@ from qlora_nb.loss import enable_chunked_loss, loss_path
 TYPES = dict(LlamaForCausalLM='llama', MistralForCausalLM='mistral', Qwen2ForCausalLM='qwen2', Qwen3ForCausalLM='qwen3',
              Phi3ForCausalLM='phi3', GemmaForCausalLM='gemma', Olmo2ForCausalLM='olmo2', SmolLM3ForCausalLM='smollm3',
              Glm4ForCausalLM='glm4', Starcoder2ForCausalLM='starcoder2', Gemma2ForCausalLM='gemma2', Gemma3ForCausalLM='gemma3_text',
-             CohereForCausalLM='cohere', Cohere2ForCausalLM='cohere2', GraniteForCausalLM='granite')
+             CohereForCausalLM='cohere', Cohere2ForCausalLM='cohere2', GraniteForCausalLM='granite', Lfm2ForCausalLM='lfm2')
 EXTRA = dict(gemma=dict(head_dim=8), gemma2=dict(head_dim=8, final_logit_softcapping=3.0), gemma3_text=dict(head_dim=8, final_logit_softcapping=3.0),
              qwen3=dict(head_dim=8), glm4=dict(head_dim=8), cohere=dict(logit_scale=0.25), cohere2=dict(logit_scale=0.25),
-             granite=dict(logits_scaling=4.0))
+             granite=dict(logits_scaling=4.0), lfm2=dict(layer_types=['conv', 'full_attention']))   # LFM2: a convolution block and an attention block
 
 def test_every_known_family_is_tested():
     assert set(PLAIN_FAMILIES) | {'Gemma2ForCausalLM', 'Gemma3ForCausalLM', 'CohereForCausalLM', 'Cohere2ForCausalLM', 'GraniteForCausalLM'} == set(TYPES)

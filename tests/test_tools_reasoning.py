@@ -38,7 +38,8 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
 TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
-OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
+TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
+OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 
 @pytest.fixture(scope='module')
 def toks():
@@ -87,6 +88,25 @@ def test_tools_refused_where_the_template_cannot_render_them(toks, fam):
         check_template_needs(f, dict(tools=1, tool_calls=2, tool_results=2), fam)
     assert 'Qwen3, Qwen2.5, Llama 3.1' in str(e.value) and '\n' not in str(e.value)
     with pytest.raises(DataError, match='renders no reasoning'): tokenize_conversation(THINK_CHAT, tok, None, f)
+
+@pytest.mark.parametrize('fam', TEXT_CALL_FAMILIES)
+def test_tool_calls_as_text(toks, fam):
+    "LFM2's template renders the tools list and tool turns but no `tool_calls` field (it fails on a reply with no text): a chat with a "
+    "`tool_calls` field is refused, one with its calls written in the reply trains them, never the tool's result."
+    tok = toks(fam)
+    f = template_facts(tok)
+    assert (f.tools, f.tool_calls, f.tool_results, f.reasoning) == (True, False, True, None), f
+    with pytest.raises(DataError, match=f"^{fam}: its chat template renders no tool calls, but 2 assistant turns call tools"):
+        check_template_needs(f, dict(tools=1, tool_calls=2, tool_results=2), fam)
+    with pytest.raises(DataError, match='renders no tool calls'): tokenize_conversation(TOOL_CHAT, tok, None, f, tools=[WEATHER])
+    call = '<|tool_call_start|>[get_weather(city="東京")]<|tool_call_end|>'
+    chat = [*TOOL_CHAT[:2], {'role': 'assistant', 'content': call}, {k: v for k, v in TOOL_CHAT[3].items() if k != 'tool_call_id'}, TOOL_CHAT[4]]
+    r = tokenize_conversation(chat, tok, None, f, tools=[WEATHER])
+    m = marked(r, tok)
+    assert runs(m) == [call + '<|im_end|>', '東京は晴れです。<|im_end|>'], m
+    assert '<|tool_response_start|>晴れ、21度<|tool_response_end|>' in untrained_text(r, tok), m
+    for never in ('あなたは天気を答えるアシスタントです。', '東京の天気は？', '晴れ、21度', '都市の天気を返す'):
+        assert never not in trained_text(r, tok), (never, m)
 
 def test_family_table(toks):
     "The table the issue asks for: family × (tools, reasoning), as the probes find it."
