@@ -37,7 +37,7 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'user', 'content': 'ありがとう'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
-TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
+TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
 TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 
@@ -59,6 +59,7 @@ TOOL_RUNS = {
     'qwen3': ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call><|im_end|>',
               '<think>\n\n</think>\n\n東京は晴れです。<|im_end|>'],
 }
+TOOL_RUNS['qwen3_moe'] = TOOL_RUNS['qwen3']   # the same template
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
