@@ -12,6 +12,7 @@ from importlib.resources import files
 import torch
 from tokenizers import normalizers
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from .tiny import chat_texts, built_once, read_sample_chats, train_sentencepiece, tokenizer_from_sentencepiece, tokenizer_from_unigram, train_tokenizer
 from .files import cache_dir
@@ -19,7 +20,8 @@ from .files import cache_dir
 # %% auto #0
 __all__ = ['SMALL', 'FAMILIES', 'LLMJP_TOKENIZER', 'LLAMA3_PATTERN', 'REPLICA_VERSION', 'COLUMNS', 'Family', 'template_text',
            'package_file', 'family_sentencepiece', 'llmjp_tokenizer_file', 'vocab_missing', 'llama3_tokenizer',
-           'tekken_tokenizer', 'family_tokenizer', 'make_replica', 'replica_dir', 'support_table']
+           'tekken_tokenizer', 'family_tokenizer', 'code_classes', 'make_replica', 'replica_dir', 'replica_overrides',
+           'support_table']
 
 # %% ../nbs/11_families.ipynb #96cebdec
 @dataclass
@@ -41,6 +43,7 @@ class Family:
     config: dict = field(default_factory=dict)  # the family's config fields that matter (tied, softcapping, experts, multipliers)
     notes: str = ''        # what is special about it
     vocab: str = ''        # a real vocabulary instead of one trained here: 'llama3', 'mistral_v3', 'tekken' (installed packages), 'llm_jp3' (a file, `llmjp_tokenizer_file`)
+    code: dict = field(default_factory=dict)  # a model whose code ships in its folder: the `auto_map` of its files in qlora_nb/assets/remote_code (loaded with trust_remote_code)
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=1024, head_dim=16)
@@ -127,6 +130,13 @@ FAMILIES = {
         notes='hybrid: short gated convolution blocks (`in_proj` / `out_proj` linear, a depthwise `conv` kept as it is) and GQA blocks '
               '(`out_proj`, q/k norms); SwiGLU `w1` / `w2` / `w3`; tied; LFM2\'s template: tool calls are text in the reply '
               '(LFM2.5\'s own templates, not shipped, also render `tool_calls`)'),
+    'remote': Family('remote_decoder', 'PLaMo 2 (pfnet/plamo-2-1b, plamo-2-8b, plamo-2-translate) and other models whose modeling code ships in the model folder',
+        'byte_bpe', 'plamo_like', ['<|plamo:unk|>', '<|plamo:bos|>', '<|plamo:eos|>', '<|plamo:pad|>', '<|plamo:op|>'],
+        eos='<|plamo:eos|>', stop=['<|plamo:eos|>', '<|plamo:op|>'], bos='<|plamo:bos|>', pad='<|plamo:pad|>', unk='<|plamo:unk|>',
+        code={'AutoConfig': 'configuration_remote_decoder.RemoteDecoderConfig', 'AutoModelForCausalLM': 'modeling_remote_decoder.RemoteDecoderForCausalLM'},
+        notes="code in the model folder (`auto_map`), run only with `trust_remote_code: true`: a small decoder of qlora_nb's own "
+              "(fused `wqkv`, `wo`, `w_in`, `w_out`; not PLaMo's Mamba hybrid) with PLaMo 2's special tokens and a plain-text "
+              "`<|plamo:op|>` template written here (PLaMo 2's base models ship none)"),
 }
 
 # %% ../nbs/11_families.ipynb #291166a3
@@ -242,15 +252,29 @@ def family_tokenizer(family:str, vocab_size:int=1024,
                            chat_template=template_text(f.template), add_bos=f.add_bos,
                            eos_token=f.eos, pad_token=f.pad, unk_token=f.unk, bos_token=f.bos)
 
+# %% ../nbs/11_families.ipynb #b66647f2
+def code_classes(f:Family, # a family whose code ships in the model folder (`Family.code`)
+                )->tuple[type, type]:
+    "The config and causal-LM classes of `f`'s code files in `qlora_nb/assets/remote_code`, loaded as transformers loads a model's own code."
+    folder = str(files('qlora_nb')/'assets'/'remote_code')
+    return tuple(get_class_from_dynamic_module(f.code[k], folder) for k in ('AutoConfig', 'AutoModelForCausalLM'))
+
 # %% ../nbs/11_families.ipynb #205e212d
 def _model_config(f:Family, tok):
     ids = lambda t: tok.convert_tokens_to_ids(t) if t else None
     kw = {**SMALL, **f.config}
     if f.model_type == 'gpt2': kw = dict(n_embd=64, n_layer=2, n_head=4, n_positions=1024, **f.config)
-    if f.model_type == 'gpt_neox': kw = {k: v for k, v in kw.items() if k not in ('num_key_value_heads', 'head_dim')}
+    if f.model_type == 'gpt_neox' or f.code: kw = {k: v for k, v in kw.items() if k not in ('num_key_value_heads', 'head_dim')}
     kw.setdefault('pad_token_id', ids(f.pad))
     kw.setdefault('vocab_size', len(tok))   # unless the family has more embedding rows than tokens (llm-jp-3)
+    if f.code: return code_classes(f)[0](bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
     return AutoConfig.for_model(f.model_type, bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
+
+def _random_model(f:Family, cfg):
+    if not f.code: return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    conf_cls, model_cls = code_classes(f)
+    conf_cls.register_for_auto_class(); model_cls.register_for_auto_class('AutoModelForCausalLM')   # save_pretrained copies the code, writes auto_map
+    return model_cls(cfg)
 
 def make_replica(family:str, # a key of `FAMILIES`
                  out_dir, # folder to save the model and tokenizer into (created)
@@ -261,7 +285,7 @@ def make_replica(family:str, # a key of `FAMILIES`
     tok = family_tokenizer(family, sp=sp)
     cfg = _model_config(f, tok)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(torch.bfloat16)
+    model = _random_model(f, cfg).to(torch.bfloat16)
     stop = [tok.convert_tokens_to_ids(t) for t in f.stop]
     model.generation_config = GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=stop if len(stop) > 1 else stop[0],
                                                pad_token_id=getattr(cfg, 'pad_token_id', None))
@@ -278,6 +302,12 @@ def replica_dir(family:str, # a key of `FAMILIES`
                )->Path:
     "The replica of `family` in the cache, built on first use."
     return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}', lambda d: make_replica(family, d))
+
+# %% ../nbs/11_families.ipynb #33fd1569
+def replica_overrides(family:str, # a key of `FAMILIES`
+                     )->list[str]:
+    "The config overrides of a run on `family`'s replica: its `model_name`, and `trust_remote_code=true` where its code ships in its folder."
+    return [f'model_name={replica_dir(family)}', *(['trust_remote_code=true'] if FAMILIES[family].code else [])]
 
 # %% ../nbs/11_families.ipynb #bfd6e6ad
 COLUMNS = ('masking', 'train', 'stop', 'merge', 'plain peft', 'export', '4-bit base')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_model.ipynb #e025e5b1
 from __future__ import annotations
-import copy, dataclasses, types
+import copy, dataclasses, inspect, types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .run import DTYPES, Run, load_kw
 
 # %% auto #0
 __all__ = ['OUR_KEYS', 'quantization_config', 'lora_config', 'experts_to_4bit', 'quantized_bytes', 'own_lora_proxies',
-           'load_base_model', 'cast_trainable', 'load_model', 'keep_4bit_layout', 'loftq_start']
+           'legacy_cache', 'load_base_model', 'cast_trainable', 'load_model', 'keep_4bit_layout', 'loftq_start']
 
 # %% ../nbs/05_model.ipynb #63d6467e
 OUR_KEYS = {f.name for f in dataclasses.fields(QuantizationKeys)}   # upcast_unquantized, quantize_experts
@@ -111,6 +111,13 @@ def own_lora_proxies(model, # a peft model whose base may have 4-bit expert tens
             n += 1
     return n
 
+# %% ../nbs/05_model.ipynb #7c1363fc
+def legacy_cache(model:torch.nn.Module, # a transformers causal LM
+                )->bool:
+    "Whether `model` runs its own code (`trust_remote_code`) and takes its cache as `past_key_values`, a name transformers 5's `generate` no longer passes."
+    params = inspect.signature(model.forward).parameters
+    return getattr(model, '_auto_class', None) is not None and 'past_key_values' in params and 'cache' not in params
+
 # %% ../nbs/05_model.ipynb #d8d3ecd6
 def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `adapter_run`)
                     experts:bool=True, # store MoE experts in 4-bit now (`Run.quantize_experts`); False: the caller does, once adapters are on
@@ -123,6 +130,7 @@ def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `a
     if run.tokenizer_size > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(run.tokenizer_size)
     m.config.pad_token_id = m.generation_config.pad_token_id = run.pad_token_id
     m.generation_config.eos_token_id = run.stop_token_ids   # generation stops at every end of a reply, not only EOS
+    if legacy_cache(m): m.generation_config.use_cache = False   # its own code, written for transformers 4 (above)
     return m
 
 # %% ../nbs/05_model.ipynb #1223c7e2

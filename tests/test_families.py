@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest, torch
 from conftest import REPO, run, sets
 
-from qlora_nb.families import COLUMNS, FAMILIES, replica_dir, vocab_missing
+from qlora_nb.families import COLUMNS, FAMILIES, replica_dir, replica_overrides, vocab_missing
 
 pytestmark = pytest.mark.slow   # long end-to-end runs: CI runs them; `pytest -m "not slow"` skips them locally
 
@@ -25,6 +25,8 @@ SETS = ['training.max_steps=8', 'training.learning_rate=2e-2', 'training.logging
 
 def record(family, **kw): RESULTS.setdefault(family, {}).update(kw)
 
+def trc(family): return dict(trust_remote_code=True) if FAMILIES[family].code else {}   # its code ships in its folder (`remote`)
+
 def trained(family, root):
     "Train the family's replica in-process once per session: (adapter folder, summary)."
     if family not in TRAINED:
@@ -32,7 +34,7 @@ def trained(family, root):
         from qlora_nb.config import load_config
         from qlora_nb.train import train
         d = root/family
-        cfg = load_config(overrides=[f'model_name={replica_dir(family)}', f'result_path={d}/run', f'save_path={d}/adapter', *SETS])
+        cfg = load_config(overrides=[*replica_overrides(family), f'result_path={d}/run', f'save_path={d}/adapter', *SETS])
         s = train(cfg, overwrite=True)
         s.pop('trainer')
         TRAINED[family] = Path(s['save_path']), s
@@ -68,7 +70,7 @@ def test_masking(family):
     from transformers import AutoTokenizer
     from qlora_nb.template import tokenize_conversation, untrained_end_of_turn
     from qlora_nb.run import set_pad_token
-    tok = set_pad_token(AutoTokenizer.from_pretrained(replica_dir(family)))
+    tok = set_pad_token(AutoTokenizer.from_pretrained(replica_dir(family), **trc(family)))
     r = tokenize_conversation(CHAT, tok, None)
     pieces = [tok.decode([r['input_ids'][i] for i in run]) for run in runs(r['labels'])]
     trained_text = ''.join(pieces)
@@ -147,7 +149,7 @@ def test_stop_and_merge(family, root, tmp_path):
     record(family, stop=True, stops=tok.convert_ids_to_tokens(stops))
     # merge: the merged model computes what the 4-bit base + adapter computes
     out = merge_adapter(adapter, tmp_path/'merged', dtype='float32')
-    merged = AutoModelForCausalLM.from_pretrained(out)
+    merged = AutoModelForCausalLM.from_pretrained(out, **trc(family))
     batch = tok.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     with torch.no_grad():
         ref, got = model(**batch).logits[0], merged(**batch).logits[0]
@@ -157,7 +159,7 @@ def test_stop_and_merge(family, root, tmp_path):
     assert d < 5e-2 and d_adapter > 1e-3, (d, d_adapter)
     if merged.config.tie_word_embeddings or FAMILIES[family].config.get('tie_word_embeddings'):
         emb, head = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
-        orig = AutoModelForCausalLM.from_pretrained(replica_dir(family), dtype=torch.float32).get_input_embeddings().weight
+        orig = AutoModelForCausalLM.from_pretrained(replica_dir(family), dtype=torch.float32, **trc(family)).get_input_embeddings().weight
         assert emb.data_ptr() == head.data_ptr() and torch.equal(emb[:orig.shape[0]], orig)
     record(family, tied=bool(merged.config.tie_word_embeddings))
 
@@ -169,12 +171,12 @@ def test_dequantized_base(family):
     from transformers import AutoModelForCausalLM
     from qlora_nb.model import load_base_model, quantized_bytes
     from qlora_nb.run import nf4_bits, resolve_run
-    run = resolve_run(load_config(overrides=[f'model_name={replica_dir(family)}', 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
+    run = resolve_run(load_config(overrides=[*replica_overrides(family), 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     base = load_base_model(run).eval()
     with torch.no_grad(): d = rel_l2(base(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
     assert d < 1e-2, d   # 4-bit kernels vs float32 matmuls on the same dequantized weights: a few 1e-3
-    q, n = quantized_bytes(base), sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(replica_dir(family)).parameters())
+    q, n = quantized_bytes(base), sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(replica_dir(family), **trc(family)).parameters())
     four = sum(v['params'] for v in q.values())
     bits = {k: v['bytes'] * 8 / v['params'] for k, v in q.items()}
     total = sum(v['bytes'] for v in q.values()) + sum(p.numel() * p.element_size() for name, p in base.named_parameters()
@@ -188,6 +190,7 @@ def test_dequantized_base(family):
 def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
     "The support table's short reason for a family the converter refuses."
     if 'unigram' in e: why = "refused: a SentencePiece unigram model, which llama.cpp would cut into other tokens than the tokenizer does; `qlora-nb merge` instead"
+    elif 'has no converter for the' in e: why = f"refused: llama.cpp's converter has no {e.split('for the ', 1)[1].split()[0]} architecture"   # a model's own code (`remote`)
     elif 'BPE pre-tokenizer' not in e: why = e.split(': ', 1)[-1][:100]
     elif FAMILIES[family].kind == 'byte_bpe': why = "refused: a byte-level BPE replica has no pre-tokenizer hash llama.cpp's converter lists"
     else: why = f"refused: llama.cpp's {gguf_arch} converter takes only byte-level BPE, known by hash"
@@ -211,6 +214,7 @@ def test_export(family, root, tmp_path):
     row = {r['family']: r for r in families_table()}.get({'llama': 'llama3'}.get(family, family))
     try: check_convertible(base, tok, (adapter, base))
     except ConfigError as e:
+        assert not FAMILIES[family].code or 'has no converter for the RemoteDecoderForCausalLM architecture' in str(e), e   # its own architecture
         assert (FAMILIES[family].kind == 'byte_bpe' and not FAMILIES[family].vocab) or family == 'gpt_neox' or (   # GPT-NeoX: the converter reads any tokenizer as BPE
             FAMILIES[family].kind == 'sentencepiece_unigram' and 'unigram' in str(e)), e   # llm-jp-3: refused as a unigram model, `_unigram_reason`
         assert row is None or not row['round_trip_in_tests'], row
@@ -232,8 +236,8 @@ import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from peft import PeftModel
 out = {}
-for family, base, adapter in json.loads(sys.argv[1]):
-    m = AutoModelForCausalLM.from_pretrained(base)                 # the unmodified base, as the hub would give it
+for family, base, adapter, trc in json.loads(sys.argv[1]):
+    m = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=trc)   # the unmodified base, as the hub would give it
     tok = AutoTokenizer.from_pretrained(adapter)
     ids = torch.tensor([tok('hello こんにちは', add_special_tokens=False)['input_ids']])
     before = m(ids).logits
@@ -245,7 +249,7 @@ print(json.dumps(out))
 
 def test_plain_peft(root):
     "Every adapter loads with plain peft on its unmodified base, in a process that never imports qlora_nb."
-    jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0])) for f in FAMILIES if f not in MISSING]
+    jobs = [(f, str(replica_dir(f)), str(trained(f, root)[0]), bool(FAMILIES[f].code)) for f in FAMILIES if f not in MISSING]
     p = run(json.dumps(jobs), code=PLAIN, env={'PYTHONPATH': ''}, cwd=root, rc=0)   # not this checkout's qlora_nb on the path
     ok = json.loads(p.stdout.strip().splitlines()[-1])
     for f, v in ok.items(): record(f, **{'plain peft': v})
