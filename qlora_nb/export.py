@@ -50,11 +50,15 @@ def _quiet_converter():
 def model_config(model_dir, # a transformers model folder
                  vocab_size:int|None=None, # at least this many tokens (a tokenizer that grew)
                 )->dict:
-    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing."
+    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing; Nemotron-H's layer pattern as the hub's config.json writes it."
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     cfg = json.loads((Path(model_dir)/'config.json').read_text(encoding='utf-8'))
     if not cfg.get('architectures') and cfg.get('model_type') in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         cfg['architectures'] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[cfg['model_type']]]
+    if cfg.get('model_type') == 'nemotron_h' and cfg.get('layers_block_type') and 'hybrid_override_pattern' not in cfg:
+        # transformers 5 saves the layers as a list of new names and no layer count; the converter reads the pattern ('M*-') and the count
+        from transformers import NemotronHConfig
+        cfg.update(hybrid_override_pattern=NemotronHConfig._list_to_pattern(cfg['layers_block_type']), num_hidden_layers=len(cfg['layers_block_type']))
     if vocab_size: cfg['vocab_size'] = max(cfg.get('vocab_size') or 0, vocab_size)
     return cfg
 

@@ -67,6 +67,15 @@ FAMILIES = {
         ['<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '</think>'], eos='<|im_end|>', stop=['<|im_end|>', '<|endoftext|>'],
         pad='<|endoftext|>', config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, moe_intermediate_size=256, norm_topk_prob=True),
         notes='mixture of experts: fused expert tensors, stored NF4 after loading; q/k norms; the thinking template of qwen3'),
+    'nemotron_h': Family('nemotron_h', 'NVIDIA-Nemotron-Nano-9B-v2, NVIDIA-Nemotron-Nano-9B-v2-Japanese, Nemotron-Nano-12B-v2 (Nemotron-H: Mamba-2, attention and MLP layers)',
+        'byte_bpe', 'nemotron_nano_v2',
+        ['<unk>', '<s>', '</s>', *(f'<SPECIAL_{i}>' for i in range(3, 13)), '<think>', '</think>', '<TOOLCALL>', '</TOOLCALL>'],
+        eos='<SPECIAL_12>', stop=['</s>', '<SPECIAL_12>'], bos='<s>', unk='<unk>',
+        config=dict(tie_word_embeddings=False, pad_token_id=0, hybrid_override_pattern='M*-', num_hidden_layers=3, mamba_num_heads=32,
+                    mamba_head_dim=4, n_groups=2, ssm_state_size=16, conv_kernel=4, chunk_size=32, mlp_hidden_act='relu2'),
+        notes='hybrid: Mamba-2 mixers (`in_proj` / `out_proj` in 4-bit, LoRA on `in_proj`: peft refuses `out_proj`; `conv1d`, `A_log`, `D`, `dt_bias` kept as they are, frozen) '
+              'beside attention and ReLU² MLP layers (`M*-`); `<SPECIAL_12>` ends a turn; `/think` / `/no_think` in a system or user turn '
+              'choose the generation prompt\'s `<think>`; past replies lose their reasoning'),
     'gemma2': Family('gemma2', 'gemma-2-2b/9b/27b-it; gemma-2-2b-jpn-it', 'sentencepiece', 'gemma2',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
         bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,

@@ -18,13 +18,14 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
                                template_facts)
 
 # %% auto #0
-__all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
-           'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
-           'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
-           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'check_lora',
-           'expert_tensors', 'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget',
-           'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan',
-           'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+__all__ = ['DTYPES', 'PEFT_MAMBA_TYPES', 'PEFT_MAMBA_REFUSED', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path',
+           'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process',
+           'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'mixed_precision', 'pad_token_choice',
+           'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers', 'linear_module_names', 'lora_refused',
+           'check_target_modules', 'lora_targets', 'check_lora', 'expert_tensors', 'lora_parameters', 'nf4_bits',
+           'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing',
+           'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run',
+           'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -248,22 +249,38 @@ def linear_module_names(model:torch.nn.Module, # a model: a skeleton, a 4-bit mo
     "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
     return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
 
+# %% ../nbs/03_run.ipynb #39a83128
+PEFT_MAMBA_TYPES = ('falcon_h1', 'mamba', 'mamba2', 'falcon_mamba', 'nemotron_h')   # peft 0.21's tuners_utils._check_lora_target_modules_mamba
+PEFT_MAMBA_REFUSED = ('conv1d', 'out_proj')   # the modules it refuses LoRA on, for those model types
+
+def lora_refused(model_type:str, # the model config's `model_type`
+                 have:list[str], # `linear_module_names` of the model
+                )->list[str]:
+    "The linear layers of `have` that peft refuses LoRA on for `model_type`: a Mamba mixer's `out_proj` (its fused kernel reads the weight)."
+    return [n for n in have if n in PEFT_MAMBA_REFUSED] if model_type in PEFT_MAMBA_TYPES else []
+
+
 # %% ../nbs/03_run.ipynb #be36fbad
 def check_target_modules(want, # `lora.target_modules`: a name, a list of names, 'all-linear' or None
                          have:list[str], # `linear_module_names` of the model
                          name:str='the model', # the model, as the error names it
+                         refused:list[str]=(), # names peft refuses LoRA on for this model (`lora_refused`)
                         ):
-    "Refuse `lora.target_modules` names the model lacks, naming the ones it has."
+    "Refuse `lora.target_modules` names the model lacks, naming the ones it has, and names peft refuses (a Mamba mixer's `out_proj`)."
     if want is None or want == 'all-linear': return
+    if (no := [t for t in ([want] if isinstance(want, str) else want) if t in refused]):
+        raise ConfigError(f"lora.target_modules: {name} is a Mamba model, and peft refuses LoRA on {', '.join(map(repr, no))}: its fused kernel "
+                          f"reads that weight without calling the layer, so the adapter would never run; leave it out ('all-linear' does).")
     missing = [t for t in ([want] if isinstance(want, str) else want) if t not in have]
     if missing: raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
 
 # %% ../nbs/03_run.ipynb #39be5b97
 def lora_targets(want, # `lora.target_modules`
                  have:list[str], # `linear_module_names` of the model
+                 refused:list[str]=(), # names peft refuses LoRA on for this model (`lora_refused`)
                 )->list[str]|str|None:
-    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — are left out."
-    return have if want == 'all-linear' else want
+    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — and the layers peft refuses (`lora_refused`) are left out."
+    return [n for n in have if n not in refused] if want == 'all-linear' else want
 
 # %% ../nbs/03_run.ipynb #cbe31fed
 def check_lora(lora:dict, # the `lora` section of a validated config
@@ -279,9 +296,8 @@ def check_lora(lora:dict, # the `lora` section of a validated config
 # %% ../nbs/03_run.ipynb #402b0f17
 def expert_tensors(model:torch.nn.Module, # a model: a skeleton, a 4-bit model
                   )->list[str]:
-    "Full names of `model`'s fused expert weights: the 3-D parameters (experts × out × in) transformers 5 stores MoE experts as, a convolution's kernel left out."
-    conv = torch.nn.modules.conv._ConvNd   # LFM2's short convolution: a 3-D kernel (channels × 1 × width), not experts
-    return [f'{n}.{pn}' for n, mod in model.named_modules() if not isinstance(mod, conv)
+    "Full names of `model`'s fused expert weights: the 3-D parameters (experts × out × in) transformers 5 stores MoE experts as (a convolution's kernel — LFM2's short convolution, a Mamba mixer's `conv1d` — is 3-D too and is not one)."
+    return [f'{n}.{pn}' for n, mod in model.named_modules() if not isinstance(mod, torch.nn.modules.conv._ConvNd)
             for pn, p in mod.named_parameters(recurse=False) if p.ndim == 3]
 
 def lora_parameters(want, # `lora.target_parameters`: names of weight tensors, or their endings (`mlp.experts.down_proj`)
@@ -476,7 +492,8 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
     skeleton = model_skeleton(mc, trc)
     have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
-    check_target_modules(want, have, cfg['model_name'])
+    refused = lora_refused(mc.model_type, have)
+    check_target_modules(want, have, cfg['model_name'], refused)
     check_lora(cfg['lora'])
     experts = expert_tensors(skeleton)
     shapes = dict(skeleton.named_parameters())
@@ -492,7 +509,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     gc, tr = checkpointing(cfg, mc), cfg['training']
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
                vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
-               linear_names=have, lora_targets=lora_targets(want, have),
+               linear_names=have, lora_targets=lora_targets(want, have, refused),
                lora_parameters=lora_parameters(cfg['lora'].get('target_parameters'), skeleton, cfg['model_name']),
                expert_tensors=experts, expert_params=sum(shapes[t].numel() for t in experts),
                quantize_experts=bool(experts) and cfg['quantization']['quantize_experts'] and not fsdp,   # FSDP shards Linear4bit's storage only
@@ -542,7 +559,9 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
                 f"it renders {_can(t)}."] if t else []),
              *([run.system_note] if run.system_note else []),
              "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
-             + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',
+             + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '')
+             + (f" ({', '.join(no)} left out: peft refuses LoRA on a Mamba mixer's {', '.join(no)}, which its fused kernel reads directly; "
+                "kept in 4-bit, not trained)" if c['lora']['target_modules'] == 'all-linear' and (no := lora_refused(run.model_config.model_type, run.linear_names)) else '') + '.',
              *([_experts(run)] if run.expert_tensors else []),
              f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
              f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"

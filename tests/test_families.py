@@ -313,3 +313,32 @@ def test_moe_experts_4bit(tmp_path):
     assert rel_l2(four, merged) < 2e-2, rel_l2(four, merged)   # the same weights, dequantized: 4-bit kernels against float32 matmuls
     cos = torch.nn.functional.cosine_similarity((four - without).flatten(), (plain - plain_without).flatten(), dim=0)
     assert cos > 0.9, cos   # on the original (unquantized) base, plain peft's adapter does what it did on the 4-bit one
+
+def test_nemotron_h_mamba(root, tmp_path):
+    "Nemotron-H's Mamba-2 mixers: `in_proj` / `out_proj` in 4-bit, `in_proj` with LoRA under all-linear (peft refuses `out_proj`, "
+    "refused here before loading when named); `conv1d`, `A_log`, `D`, `dt_bias` neither quantized nor trained; the torch Mamba path "
+    "trains with gradient checkpointing on as it does off."
+    from bitsandbytes.nn import Linear4bit
+    from safetensors import safe_open
+    from qlora_nb.config import ConfigError, load_config
+    from qlora_nb.model import load_base_model
+    from qlora_nb.run import resolve_run
+    from qlora_nb.train import train
+    base = [f'model_name={replica_dir("nemotron_h")}']
+    run = resolve_run(load_config(overrides=base), for_training=False)
+    assert run.lora_targets == ['down_proj', 'in_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'] and run.expert_tensors == []
+    with pytest.raises(ConfigError, match="peft refuses LoRA on 'out_proj'"):
+        resolve_run(load_config(overrides=[*base, 'lora.target_modules=[in_proj,out_proj]']), for_training=False)
+    m = load_base_model(run)
+    mixer = m.model.layers[0].mixer
+    assert isinstance(mixer.in_proj, Linear4bit) and isinstance(mixer.out_proj, Linear4bit) and type(mixer.conv1d) is torch.nn.Conv1d
+    assert all(p.dtype == torch.bfloat16 for p in (mixer.conv1d.weight, mixer.conv1d.bias, mixer.A_log, mixer.D, mixer.dt_bias))
+    adapter, s = trained('nemotron_h', root)   # gradient checkpointing off
+    with safe_open(adapter/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
+    assert any('mixer.in_proj.lora_A' in k for k in keys) and not any(w in k for k in keys for w in ('out_proj', 'conv1d', 'A_log', '.D', 'dt_bias'))
+    on = train(load_config(overrides=[*base, f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS,
+                                      'training.gradient_checkpointing=true']), overwrite=True)
+    assert on['trainer'].args.gradient_checkpointing and on['loss_last'] < on['loss_first']
+    assert abs(on['loss_first'] - s['loss_first']) < 1e-3, (on['loss_first'], s['loss_first'])   # the same first step, recomputed
+    trainable = {n for n, p in on['trainer'].model.named_parameters() if p.requires_grad}
+    assert trainable and all('lora_' in n for n in trainable), sorted(trainable)[:5]
