@@ -21,10 +21,11 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
 __all__ = ['DTYPES', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path', 'check_model_name', 'check_model_folder',
            'safe_model_path', 'load_kw', 'device', 'is_main_process', 'quiet_replica', 'fsdp_enabled', 'bf16_supported',
            'compute_dtype', 'mixed_precision', 'pad_token_choice', 'set_pad_token', 'load_tokenizer', 'model_skeleton',
-           'linear_layers', 'linear_module_names', 'check_target_modules', 'lora_targets', 'check_lora',
-           'expert_tensors', 'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget',
-           'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan',
-           'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+           'linear_layers', 'linear_module_names', 'peft_expert_names', 'check_target_modules', 'lora_targets',
+           'check_lora', 'expert_tensors', 'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory',
+           'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice',
+           'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report',
+           'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -248,22 +249,38 @@ def linear_module_names(model:torch.nn.Module, # a model: a skeleton, a 4-bit mo
     "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
     return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
 
+# %% ../nbs/03_run.ipynb #55d957e6
+def peft_expert_names(model_type:str, # a transformers `model_type`
+                     )->set[str]:
+    "Linear-layer names that peft reads as a mixture of experts' fused tensors on `model_type` (its conversion of adapters from transformers 4), so no adapter can target them."
+    try:   # peft's own tables of that conversion (private: none is public), absent from a peft without it
+        from peft.utils.transformers_weight_conversion import _MODEL_TO_CONVERSION_PATTERN, _MOE_FUSED_TARGETS, _MOE_TARGET_MODULE_MAPPING
+    except ImportError: return set()
+    kind = _MODEL_TO_CONVERSION_PATTERN.get(model_type)
+    return set(_MOE_TARGET_MODULE_MAPPING.get(kind, {})) if _MOE_FUSED_TARGETS.get(kind) else set()
+
 # %% ../nbs/03_run.ipynb #be36fbad
 def check_target_modules(want, # `lora.target_modules`: a name, a list of names, 'all-linear' or None
                          have:list[str], # `linear_module_names` of the model
                          name:str='the model', # the model, as the error names it
+                         skip:set[str]=frozenset(), # names peft reads as experts on this model (`peft_expert_names`)
                         ):
-    "Refuse `lora.target_modules` names the model lacks, naming the ones it has."
+    "Refuse `lora.target_modules` names the model lacks, naming the ones it has, and names peft would read as the experts."
     if want is None or want == 'all-linear': return
-    missing = [t for t in ([want] if isinstance(want, str) else want) if t not in have]
-    if missing: raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+    want = [want] if isinstance(want, str) else want
+    if missing := [t for t in want if t not in have]:
+        raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+    if taken := [t for t in want if t in skip]:
+        raise ConfigError(f"lora.target_modules: peft reads {', '.join(map(repr, taken))} on {name} as its experts' fused tensors (converting "
+                          "adapters made for transformers 4), not as linear layers; leave them out (lora.target_parameters adapts the experts).")
 
 # %% ../nbs/03_run.ipynb #39be5b97
 def lora_targets(want, # `lora.target_modules`
                  have:list[str], # `linear_module_names` of the model
+                 skip:set[str]=frozenset(), # names peft reads as experts on this model (`peft_expert_names`), left out of `all-linear`
                 )->list[str]|str|None:
     "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — are left out."
-    return have if want == 'all-linear' else want
+    return [n for n in have if n not in skip] if want == 'all-linear' else want
 
 # %% ../nbs/03_run.ipynb #cbe31fed
 def check_lora(lora:dict, # the `lora` section of a validated config
@@ -472,8 +489,8 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     trc = cfg['trust_remote_code']
     mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
     skeleton = model_skeleton(mc, trc)
-    have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
-    check_target_modules(want, have, cfg['model_name'])
+    have, want, skip = linear_module_names(skeleton), cfg['lora']['target_modules'], peft_expert_names(mc.model_type)
+    check_target_modules(want, have, cfg['model_name'], skip)
     check_lora(cfg['lora'])
     experts = expert_tensors(skeleton)
     shapes = dict(skeleton.named_parameters())
@@ -489,7 +506,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     gc, tr = checkpointing(cfg, mc), cfg['training']
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
                vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
-               linear_names=have, lora_targets=lora_targets(want, have),
+               linear_names=have, lora_targets=lora_targets(want, have, skip),
                lora_parameters=lora_parameters(cfg['lora'].get('target_parameters'), skeleton, cfg['model_name']),
                expert_tensors=experts, expert_params=sum(shapes[t].numel() for t in experts),
                quantize_experts=bool(experts) and cfg['quantization']['quantize_experts'] and not fsdp,   # FSDP shards Linear4bit's storage only
@@ -530,6 +547,7 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
     tok, c = run.tokenizer, run.config
     name = lambda i: repr(tok.convert_ids_to_tokens(i))
     t = run.template
+    left = [n for n in run.linear_names if n not in run.lora_targets] if c['lora']['target_modules'] == 'all-linear' else []   # `peft_expert_names`
     lines = [f"Model {c['model_name']}" + (f" ({run.model_path})" if run.model_path != c['model_name'] else '') + f": {run.architecture}, "
              f"{run.layers} layers of width {run.hidden_size}, {run.vocab_size:,} embedding rows; tokenizer of {run.tokenizer_size:,} tokens.",
              f"Tokens: pad {run.pad_token!r} (id {run.pad_token_id}), EOS {run.eos_token!r}, end of turn "
@@ -539,7 +557,8 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
                 f"it renders {_can(t)}."] if t else []),
              *([run.system_note] if run.system_note else []),
              "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
-             + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '') + '.',
+             + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '')
+             + (f" (not {', '.join(left)}: peft reads those names as the experts' tensors)" if left else '') + '.',
              *([_experts(run)] if run.expert_tensors else []),
              f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
              f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"
