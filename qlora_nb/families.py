@@ -103,6 +103,19 @@ FAMILIES = {
         ['<unk>', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
         notes='mixture of experts: fused expert tensors, stored NF4 after loading (`05_model.experts_to_4bit`); the template refuses a system turn'),
+    'deepseek_v3': Family('deepseek_v3', 'DeepSeek-V3 / V3-0324, DeepSeek-R1, DeepSeek-V3.1 (the template is V3-0324\'s); Kimi-K2 (same architecture, its own tokenizer and template)', 'byte_bpe', 'deepseek_v3',
+        ['<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>', '<｜▁pad▁｜>', '<｜fim▁hole｜>', '<｜fim▁begin｜>', '<｜fim▁end｜>', '<｜User｜>', '<｜Assistant｜>',
+         '<|EOT|>', '<｜tool▁calls▁begin｜>', '<｜tool▁calls▁end｜>', '<｜tool▁call▁begin｜>', '<｜tool▁call▁end｜>', '<｜tool▁outputs▁begin｜>',
+         '<｜tool▁outputs▁end｜>', '<｜tool▁output▁begin｜>', '<｜tool▁output▁end｜>', '<｜tool▁sep｜>'],
+        eos='<｜end▁of▁sentence｜>', stop=['<｜end▁of▁sentence｜>'], bos='<｜begin▁of▁sentence｜>', pad='<｜end▁of▁sentence｜>', add_bos=True,
+        config=dict(tie_word_embeddings=False, pad_token_id=None, num_key_value_heads=4, q_lora_rank=64, kv_lora_rank=64, qk_nope_head_dim=32,
+                    qk_rope_head_dim=32, head_dim=32, v_head_dim=16, first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2,
+                    n_shared_experts=1, moe_intermediate_size=256, n_group=1, topk_group=1, norm_topk_prob=True),
+        notes='MLA attention (`q_a_proj`/`q_b_proj`, `kv_a_proj_with_mqa`/`kv_b_proj`, all 4-bit with LoRA); one dense layer, then mixture of experts '
+              'with a shared expert: fused expert tensors stored NF4 after loading, the sigmoid router (a weight tensor with its '
+              '`e_score_correction_bias`, not a linear layer) left as it is; no LoRA on the dense and shared-expert MLPs, whose '
+              '`gate_proj`/`up_proj`/`down_proj` peft reads as the experts; pad = EOS (`<｜▁pad▁｜>` pads instead); '
+              'the template writes `<｜Assistant｜>` after every user turn'),
     'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo', 'sentencepiece', 'rinna_neox',
         ['[PAD]', '[UNK]', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', pad='[PAD]', unk='[UNK]',
         config=dict(tie_word_embeddings=False, rotary_pct=1.0, use_parallel_residual=True),

@@ -101,6 +101,9 @@ def dequantized_base(run:Run, # the resolved run of the adapter (`adapter_run`)
         for pn in getattr(mod, 'parametrizations', {}): sd[f'{name}.{pn}' if name else pn] = getattr(mod, pn).detach().float().cpu()
     for name, p in q.named_parameters():
         if name not in sd and not isinstance(p, bnb.nn.Params4bit) and '.parametrizations.' not in name: sd[name] = p.detach().float().cpu()
+    for name, mod in q.named_modules():   # persistent buffers too: DeepSeek-V3's router bias (`e_score_correction_bias`)
+        for bn, b in mod.named_buffers(recurse=False):
+            if b is not None and bn not in mod._non_persistent_buffers_set and '.parametrizations.' not in f'.{name}.': sd[f'{name}.{bn}' if name else bn] = b.detach().cpu()
     conf = copy.deepcopy(run.model_config)
     conf.pad_token_id = q.config.pad_token_id
     conf.vocab_size = q.get_input_embeddings().weight.shape[0]   # a pad token added to the tokenizer (`03_run.pad_token_choice`)

@@ -21,11 +21,11 @@ from .template import (TemplateFacts, check_end_of_turn_trained, end_of_turn_tok
 __all__ = ['DTYPES', 'PEFT_MAMBA_TYPES', 'PEFT_MAMBA_REFUSED', 'PLAIN_FAMILIES', 'KERNELS', 'RUN_NAME', 'model_path',
            'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process',
            'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'mixed_precision', 'pad_token_choice',
-           'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers', 'linear_module_names', 'lora_refused',
-           'check_target_modules', 'lora_targets', 'check_lora', 'expert_tensors', 'lora_parameters', 'nf4_bits',
-           'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing',
-           'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run',
-           'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+           'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers', 'linear_module_names',
+           'peft_expert_names', 'lora_refused', 'check_target_modules', 'lora_targets', 'check_lora', 'expert_tensors',
+           'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens',
+           'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype',
+           'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -249,6 +249,16 @@ def linear_module_names(model:torch.nn.Module, # a model: a skeleton, a 4-bit mo
     "Short names of `model`'s linear layers (`linear_layers`), as `LoraConfig.target_modules` names them."
     return sorted({n.split('.')[-1] for n, _ in linear_layers(model)})
 
+# %% ../nbs/03_run.ipynb #55d957e6
+def peft_expert_names(model_type:str, # a transformers `model_type`
+                     )->set[str]:
+    "Linear-layer names that peft reads as a mixture of experts' fused tensors on `model_type` (its conversion of adapters from transformers 4), so no adapter can target them."
+    try:   # peft's own tables of that conversion (private: none is public), absent from a peft without it
+        from peft.utils.transformers_weight_conversion import _MODEL_TO_CONVERSION_PATTERN, _MOE_FUSED_TARGETS, _MOE_TARGET_MODULE_MAPPING
+    except ImportError: return set()
+    kind = _MODEL_TO_CONVERSION_PATTERN.get(model_type)
+    return set(_MOE_TARGET_MODULE_MAPPING.get(kind, {})) if _MOE_FUSED_TARGETS.get(kind) else set()
+
 # %% ../nbs/03_run.ipynb #39a83128
 PEFT_MAMBA_TYPES = ('falcon_h1', 'mamba', 'mamba2', 'falcon_mamba', 'nemotron_h')   # peft 0.21's tuners_utils._check_lora_target_modules_mamba
 PEFT_MAMBA_REFUSED = ('conv1d', 'out_proj')   # the modules it refuses LoRA on, for those model types
@@ -265,22 +275,30 @@ def check_target_modules(want, # `lora.target_modules`: a name, a list of names,
                          have:list[str], # `linear_module_names` of the model
                          name:str='the model', # the model, as the error names it
                          refused:list[str]=(), # names peft refuses LoRA on for this model (`lora_refused`)
+                         skip:set[str]=frozenset(), # names peft reads as experts on this model (`peft_expert_names`)
                         ):
-    "Refuse `lora.target_modules` names the model lacks, naming the ones it has, and names peft refuses (a Mamba mixer's `out_proj`)."
+    "Refuse `lora.target_modules` names the model lacks, naming the ones it has, names peft refuses (a Mamba mixer's `out_proj`) and names peft would read as the experts."
     if want is None or want == 'all-linear': return
-    if (no := [t for t in ([want] if isinstance(want, str) else want) if t in refused]):
+    want = [want] if isinstance(want, str) else want
+    if no := [t for t in want if t in refused]:
         raise ConfigError(f"lora.target_modules: {name} is a Mamba model, and peft refuses LoRA on {', '.join(map(repr, no))}: its fused kernel "
                           f"reads that weight without calling the layer, so the adapter would never run; leave it out ('all-linear' does).")
-    missing = [t for t in ([want] if isinstance(want, str) else want) if t not in have]
-    if missing: raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+    if missing := [t for t in want if t not in have]:
+        raise ConfigError(f"lora.target_modules: {name} has no linear layer named {', '.join(map(repr, missing))}; its linear layers are {', '.join(have)} (or use 'all-linear').")
+    if taken := [t for t in want if t in skip]:
+        raise ConfigError(f"lora.target_modules: peft reads {', '.join(map(repr, taken))} on {name} as its experts' fused tensors (converting "
+                          "adapters made for transformers 4), not as linear layers; leave them out (lora.target_parameters adapts the experts).")
+
 
 # %% ../nbs/03_run.ipynb #39be5b97
 def lora_targets(want, # `lora.target_modules`
                  have:list[str], # `linear_module_names` of the model
                  refused:list[str]=(), # names peft refuses LoRA on for this model (`lora_refused`)
+                 skip:set[str]=frozenset(), # names peft reads as experts on this model (`peft_expert_names`), left out of `all-linear`
                 )->list[str]|str|None:
-    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — and the layers peft refuses (`lora_refused`) are left out."
-    return [n for n in have if n not in refused] if want == 'all-linear' else want
+    "`lora.target_modules` as peft gets it: `all-linear` spelled out as the model's linear layers, so MoE experts — fused weight tensors, not linear layers — and the layers peft refuses (`lora_refused`) or reads as experts (`peft_expert_names`) are left out."
+    return [n for n in have if n not in refused and n not in skip] if want == 'all-linear' else want
+
 
 # %% ../nbs/03_run.ipynb #cbe31fed
 def check_lora(lora:dict, # the `lora` section of a validated config
@@ -491,9 +509,9 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     trc = cfg['trust_remote_code']
     mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
     skeleton = model_skeleton(mc, trc)
-    have, want = linear_module_names(skeleton), cfg['lora']['target_modules']
+    have, want, skip = linear_module_names(skeleton), cfg['lora']['target_modules'], peft_expert_names(mc.model_type)
     refused = lora_refused(mc.model_type, have)
-    check_target_modules(want, have, cfg['model_name'], refused)
+    check_target_modules(want, have, cfg['model_name'], refused, skip)
     check_lora(cfg['lora'])
     experts = expert_tensors(skeleton)
     shapes = dict(skeleton.named_parameters())
@@ -509,7 +527,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     gc, tr = checkpointing(cfg, mc), cfg['training']
     return Run(config=cfg, model_path=str(path), architecture=type(skeleton).__name__,
                vocab_size=skeleton.get_input_embeddings().weight.shape[0], hidden_size=text.hidden_size, layers=text.num_hidden_layers,
-               linear_names=have, lora_targets=lora_targets(want, have, refused),
+               linear_names=have, lora_targets=lora_targets(want, have, refused, skip),
                lora_parameters=lora_parameters(cfg['lora'].get('target_parameters'), skeleton, cfg['model_name']),
                expert_tensors=experts, expert_params=sum(shapes[t].numel() for t in experts),
                quantize_experts=bool(experts) and cfg['quantization']['quantize_experts'] and not fsdp,   # FSDP shards Linear4bit's storage only
@@ -550,6 +568,9 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
     tok, c = run.tokenizer, run.config
     name = lambda i: repr(tok.convert_ids_to_tokens(i))
     t = run.template
+    left = [n for n in run.linear_names if n not in run.lora_targets] if c['lora']['target_modules'] == 'all-linear' else []
+    no = lora_refused(run.model_config.model_type, run.linear_names) if left else []   # a Mamba mixer's out_proj
+    sk = [n for n in left if n not in no]   # `peft_expert_names`
     lines = [f"Model {c['model_name']}" + (f" ({run.model_path})" if run.model_path != c['model_name'] else '') + f": {run.architecture}, "
              f"{run.layers} layers of width {run.hidden_size}, {run.vocab_size:,} embedding rows; tokenizer of {run.tokenizer_size:,} tokens.",
              f"Tokens: pad {run.pad_token!r} (id {run.pad_token_id}), EOS {run.eos_token!r}, end of turn "
@@ -561,7 +582,8 @@ def run_report(run:Run, # a resolved run (`resolve_run`)
              "LoRA adapters on: " + (', '.join(run.lora_targets) if isinstance(run.lora_targets, list) else str(run.lora_targets))
              + (f"; weight tensors: {', '.join(c['lora']['target_parameters'])}" if c['lora'].get('target_parameters') else '')
              + (f" ({', '.join(no)} left out: peft refuses LoRA on a Mamba mixer's {', '.join(no)}, which its fused kernel reads directly; "
-                "kept in 4-bit, not trained)" if c['lora']['target_modules'] == 'all-linear' and (no := lora_refused(run.model_config.model_type, run.linear_names)) else '') + '.',
+                "kept in 4-bit, not trained)" if no else '')
+             + (f" (not {', '.join(sk)}: peft reads those names as the experts' tensors)" if sk else '') + '.',
              *([_experts(run)] if run.expert_tensors else []),
              f"Device {run.device}: compute dtype {run.compute_dtype}, mixed precision {run.mixed_precision}, gradient checkpointing "
              f"{'on' if run.gradient_checkpointing else 'off'}, unquantized weights {'upcast to fp32' if run.upcast_unquantized else 'kept as loaded'}"
