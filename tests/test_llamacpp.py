@@ -95,8 +95,8 @@ def write_matrix():
     if set(RESULTS) != set(CASES) or not all(keys <= set(r) for r in RESULTS.values()): return
     p = REPO/'nbs'/'family_matrix.json'
     m = json.loads(p.read_text(encoding='utf-8'))
-    for fam, r in m['families'].items():
-        x = RESULTS.get(fam)
+    for fam in FAMILIES:   # every family, also one the family matrix has not written yet (its run may be in pytest-xdist's other process)
+        r, x = m['families'].setdefault(fam, {}), RESULTS.get(fam)
         ok = x is not None and all(x[k] is True for k in ('tokens', 'bos', 'control', 'greedy')) and x['rel_l2'] < 1e-2
         r['llama.cpp'] = ('— (no GGUF: see export)' if x is None else True if ok else f"❌ {x['tokens']}" if isinstance(x['tokens'], str) else False)
         if x: r['llama.cpp_detail'] = x
