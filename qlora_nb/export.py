@@ -319,8 +319,7 @@ def run_llama_quantize(exe, # the `llama-quantize` binary
 # %% ../nbs/07b_export.ipynb #0deeba19
 LORA_SCRIPT = 'convert_lora_to_gguf.py'   # llama.cpp's LoRA converter, in qlora_nb/assets/llama_cpp
 
-def check_lora_convertible(run:Run, # the adapter's resolved run (`adapter_run`)
-                           adapter_dir, # the adapter folder
+def check_lora_convertible(adapter_dir, # the adapter folder
                           ):
     "Refuse, in one sentence, an adapter llama.cpp's LoRA format cannot hold: adapters on MoE expert tensors, DoRA, trained whole modules."
     ac = json.loads((Path(adapter_dir)/'adapter_config.json').read_text(encoding='utf-8'))
@@ -371,7 +370,7 @@ def export_gguf(adapter_dir, # an adapter folder (a run's save_path)
     tok, base = run.tokenizer, run.model_path
     sources = (adapter_dir, base)
     check_convertible(base, tok, sources)   # before any merge work
-    if adapter_only: check_lora_convertible(run, adapter_dir)
+    if adapter_only: check_lora_convertible(adapter_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f'.{out.name}-', dir=out.parent) as d:
         d = Path(d)

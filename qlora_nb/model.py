@@ -63,7 +63,6 @@ def quantized_bytes(model, # a 4-bit model (`load_base_model`)
                    )->dict:
     "Parameters stored in 4-bit in `model` and the bytes they hold — packed data, scales, their scales, lookup tables (each counted once) — by kind: 'linear' (`Linear4bit`) and 'experts' (parametrized tensors)."
     import bitsandbytes as bnb
-    from torch.nn.utils import parametrize as P
     out, seen = {}, set()
     def add(kind, packed, qs, numel):
         d = out.setdefault(kind, {'params': 0, 'bytes': 0})
@@ -72,7 +71,7 @@ def quantized_bytes(model, # a 4-bit model (`load_base_model`)
             if isinstance(t, torch.Tensor) and t.data_ptr() not in seen: seen.add(t.data_ptr()); d['bytes'] += t.numel() * t.element_size()
     for mod in model.modules():
         if isinstance(mod, bnb.nn.Linear4bit): add('linear', mod.weight.data, mod.weight.quant_state, mod.weight.quant_state.shape.numel())
-        if P.is_parametrized(mod):
+        if parametrize.is_parametrized(mod):
             for p, plist in mod.parametrizations.items():
                 qs = next((f.quant_state for f in plist if hasattr(f, 'quant_state')), None)
                 if qs is not None: add('experts', plist.original, qs, qs.shape.numel())
