@@ -18,10 +18,11 @@ from .loss import enable_chunked_loss
 from .infer import load_for_inference
 
 # %% auto #0
-__all__ = ['JUDGE_RUBRIC', 'FIGURES', 'is_tasks_file', 'read_tasks', 'chat_items', 'eval_items', 'reply_loss', 'repetition',
-           'cut_at_stop', 'answer_all', 'answer_stats', 'judge_messages', 'parse_score', 'judge_answers',
-           'default_eval_data', 'evaluate', 'figures_table', 'report_markdown', 'bar_svg', 'report_html',
-           'write_text_atomic', 'write_report', 'update_card', 'peak_usage', 'eval_targets']
+__all__ = ['JUDGE_RUBRIC', 'FIGURES', 'is_tasks_file', 'read_tasks', 'chat_items', 'eval_items', 'reply_loss', 'row_bytes',
+           'answer_batches', 'memory_in_use', 'repetition', 'cut_at_stop', 'answer_all', 'answer_stats',
+           'judge_messages', 'parse_score', 'judge_answers', 'default_eval_data', 'return_freed_memory', 'evaluate',
+           'figures_table', 'report_markdown', 'bar_svg', 'report_html', 'write_text_atomic', 'write_report',
+           'update_card', 'peak_usage', 'eval_targets']
 
 # %% ../nbs/07c_eval.ipynb #fb22bb41
 def is_tasks_file(path, # a .json / .jsonl data file
@@ -89,6 +90,46 @@ def reply_loss(model, # a causal LM (with or without its adapter active)
     loss = total / n if n else math.nan
     return dict(loss=loss, perplexity=math.exp(loss) if n else math.nan, tokens=n, per_chat=per)
 
+# %% ../nbs/07c_eval.ipynb #c530fc64
+def _most(v, default:int)->int:
+    "A config field that may be missing, None, or a list per layer: its largest value."
+    if isinstance(v, (list, tuple)): v = max((x for x in v if x), default=None)
+    return int(v) if v else default
+
+def row_bytes(config, # the model's config (`model.config`; a multimodal one's text config is used)
+              prompt:int, # the prompt's length in tokens, as padded in its batch
+              new:int, # the most new tokens an answer may have
+              elem:int=2, # bytes per activation value (2: bf16 / fp16 compute)
+             )->int:
+    "Rough peak bytes of one row of a generation batch: its KV cache at full length, plus the prefill's fp32 attention scores and MLP activations."
+    c = config.get_text_config() if hasattr(config, 'get_text_config') else config
+    hidden = _most(getattr(c, 'hidden_size', None), 1024); heads = _most(getattr(c, 'num_attention_heads', None), 16)
+    kv_heads, layers = _most(getattr(c, 'num_key_value_heads', None), heads), _most(getattr(c, 'num_hidden_layers', None), 24)
+    head_dim = _most(getattr(c, 'head_dim', None), hidden // heads)
+    inter = _most(getattr(c, 'intermediate_size', None), 4 * hidden)
+    kv_cache = 2 * layers * kv_heads * head_dim * elem * (prompt + new)
+    prefill = heads * prompt * prompt * 4 + 3 * prompt * inter * elem
+    return kv_cache + prefill
+
+# %% ../nbs/07c_eval.ipynb #5b2341e8
+def answer_batches(lengths:list, # each prompt's length in tokens
+                   cost, # bytes of one row of a batch padded to length L: `cost(L)`
+                   budget:float, # bytes a batch may take
+                   most:int=16, # the most prompts in a batch
+                  )->list[list[int]]:
+    "Prompt indices in batches, longest first: each batch as many prompts as fit in `budget` at its longest's length (at least one)."
+    out, cur = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if cur and (len(cur) == most or (len(cur) + 1) * cost(lengths[cur[0]]) > budget): out.append(cur); cur = []
+        cur.append(i)
+    return out + [cur] if cur else out
+
+def memory_in_use(model)->int:
+    "Bytes the loaded model's process holds: the GPU's allocated memory on CUDA, else the resident memory (Linux), else the model's footprint."
+    if model.device.type == 'cuda': return torch.cuda.memory_allocated(model.device)
+    try: return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError): return model.get_memory_footprint()
+
 # %% ../nbs/07c_eval.ipynb #2e458153
 def repetition(ids:list, # an answer's token ids
                n:int=3, # the n-gram length
@@ -112,22 +153,26 @@ def answer_all(model, # a causal LM (with or without its adapter active)
                prompts:list, # conversations ending on a user turn
                stop_ids:list, # the ids an answer ends at (`Run.stop_token_ids`)
                max_new_tokens:int=128, # the most tokens an answer may have
-               batch_size:int=16, # prompts answered at once
+               batch_size:int=16, # the most prompts answered at once
+               memory_share:float=0.05, # a batch's share of the memory the loaded model holds (`memory_in_use`)
               )->list[dict]:
-    "Greedy answers to `prompts`: `answer` text, `tokens`, `stopped`, `repetition` each."
-    side, tokenizer.padding_side, out = tokenizer.padding_side, 'left', []
+    "Greedy answers to `prompts`, in their order: `answer` text, `tokens`, `stopped`, `repetition` each."
+    texts = [tokenizer.apply_chat_template(fold_system(m, tokenizer), add_generation_prompt=True, tokenize=False) for m in prompts]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)['input_ids']]
+    elem = 2 if model.dtype in (torch.bfloat16, torch.float16) else 4
+    cost = lambda L: row_bytes(model.config, L, max_new_tokens, elem)
+    side, tokenizer.padding_side, out = tokenizer.padding_side, 'left', [None] * len(prompts)
     try:
-        for i in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(fold_system(m, tokenizer), add_generation_prompt=True, tokenize=False)
-                     for m in prompts[i:i+batch_size]]
-            enc = tokenizer(texts, return_tensors='pt', padding=True, add_special_tokens=False).to(model.device)
+        for batch in answer_batches(lengths, cost, memory_share * memory_in_use(model), batch_size):
+            enc = tokenizer([texts[i] for i in batch], return_tensors='pt', padding=True, add_special_tokens=False).to(model.device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
                                  pad_token_id=tokenizer.pad_token_id)
-            for row in gen[:, enc['input_ids'].shape[1]:].tolist():
+            for i, row in zip(batch, gen[:, enc['input_ids'].shape[1]:].tolist()):
                 ids, stopped = cut_at_stop(row, stop_ids)
                 text_ids = ids[:-1] if stopped else ids
-                out.append(dict(answer=tokenizer.decode(text_ids, skip_special_tokens=True).strip(), tokens=len(ids),
-                                stopped=stopped, repetition=repetition(text_ids)))
+                out[i] = dict(answer=tokenizer.decode(text_ids, skip_special_tokens=True).strip(), tokens=len(ids),
+                              stopped=stopped, repetition=repetition(text_ids))
+            del enc, gen
     finally: tokenizer.padding_side = side
     return out
 
@@ -207,6 +252,12 @@ def default_eval_data(run:Run, # the adapter's run
 # %% ../nbs/07c_eval.ipynb #35620644
 def _side(model, adapter:bool): return nullcontext() if adapter else model.disable_adapter()
 
+def return_freed_memory():
+    "On Linux (glibc), allocations of 128 KB and more are mapped on their own, so their memory goes back to the system when freed."
+    import ctypes, ctypes.util
+    try: ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD; fixing it also stops glibc raising it
+    except (OSError, AttributeError): pass   # not glibc: its allocator, as it is
+
 def evaluate(adapter_dir, # an adapter folder (a run's save_path)
              data=None, # eval data: chats or a tasks file; None: the run's eval_path, else its training data
              max_new_tokens:int=128, # the most tokens an answer may have
@@ -221,6 +272,7 @@ def evaluate(adapter_dir, # an adapter folder (a run's save_path)
     if data is None: data, held_out = default_eval_data(run)
     items = eval_items(data, limit)
     model, tok = load_for_inference(adapter_dir, run)
+    if model.device.type == 'cpu': return_freed_memory()
     enable_chunked_loss(model, 'auto', run.config['training']['loss_chunk_mb'])   # the reply loss without the full logits
     metrics, answers = {}, {}
     for side in ('base', 'adapter'):
