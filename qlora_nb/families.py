@@ -145,7 +145,8 @@ FAMILIES = {
          '<|end_of_role|>', '<|tool_call|>'], eos='<|end_of_text|>', stop=['<|end_of_text|>'], bos='<|end_of_text|>',
         pad='<|end_of_text|>', unk='<|end_of_text|>',
         config=dict(tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=8.0),
-        notes='BOS = EOS = pad = unk; embedding / residual / attention / logits multipliers; tied'),
+        notes='BOS = EOS = pad = unk; embedding / residual / attention / logits multipliers; tied; the template (3.3\'s) writes a '
+              'default system prompt with today\'s date, the tools list and tool results; tool calls are written as text (`<|tool_call|>[…]`)'),
     'lfm2': Family('lfm2', 'LFM2-350M/700M/1.2B/2.6B; LFM2.5-1.2B-Instruct/-JP (Liquid AI)', 'byte_bpe', 'lfm2',
         ['<|pad|>', '<|startoftext|>', '<|endoftext|>', '<|fim_pre|>', '<|fim_mid|>', '<|fim_suf|>', '<|im_start|>', '<|im_end|>',
          '<|tool_list_start|>', '<|tool_list_end|>', '<|tool_call_start|>', '<|tool_call_end|>', '<|tool_response_start|>',

@@ -174,6 +174,8 @@ def test_tools_refused_where_the_template_cannot_render_them(toks, fam):
 # each text-call family: its calls as the model writes them, its end of turn, its tool result as rendered, how it takes reasoning
 TEXT_CALLS = {'lfm2': ('<|tool_call_start|>[get_weather(city="東京")]<|tool_call_end|>', '<|im_end|>',
                        '<|tool_response_start|>晴れ、21度<|tool_response_end|>', None)}
+TEXT_CALLS['granite'] = ('<|tool_call|>[{"name": "get_weather", "arguments": {"city": "東京"}}]', '<|end_of_text|>',
+                         '<|start_of_role|>tool<|end_of_role|>晴れ、21度<|end_of_text|>', 'inline')   # its text mentions <think>, content goes through
 
 @pytest.mark.parametrize('fam', TEXT_CALL_FAMILIES)
 def test_tool_calls_as_text(toks, fam):
