@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_families.ipynb #607d8956
 from __future__ import annotations
-import json, os
+import hashlib, json, os
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.resources import files
@@ -94,11 +94,13 @@ FAMILIES = {
     'mistral': Family('mistral', 'Mistral-7B-Instruct-v0.3', 'sentencepiece', 'mistral_v0_3',
         ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, sliding_window=None),
-        notes='no pad; the system prompt goes into the last user turn (not prefix-stable); Mistral\'s real v3 SentencePiece model (mistral-common)', vocab='mistral_v3'),
+        notes='no pad; the system prompt goes into the last user turn (not prefix-stable); the tools list before the last user turn; '
+              'tool-call ids must be 9 letters and digits (each call is given one); Mistral\'s real v3 SentencePiece model (mistral-common)', vocab='mistral_v3'),
     'mistral_nemo': Family('mistral', 'Mistral-Nemo-Instruct-2407 and the Japanese models built on it', 'byte_bpe', 'mistral_nemo',
         ['<unk>', '<s>', '</s>', '[INST]', '[/INST]'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, sliding_window=None),
-        notes="Mistral's real Tekken vocabulary (mistral-common: tiktoken-style byte-level BPE, 1,000 special tokens first); no pad", vocab='tekken'),
+        notes="Mistral's real Tekken vocabulary (mistral-common: tiktoken-style byte-level BPE, 1,000 special tokens first); no pad; "
+              "tools and 9-character call ids as Mistral v0.3's", vocab='tekken'),
     'mixtral': Family('mixtral', 'Mixtral-8x7B / 8x22B-Instruct-v0.1', 'sentencepiece', 'mixtral',
         ['<unk>', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', unk='<unk>', add_bos=True,
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
@@ -143,7 +145,8 @@ FAMILIES = {
          '<|end_of_role|>', '<|tool_call|>'], eos='<|end_of_text|>', stop=['<|end_of_text|>'], bos='<|end_of_text|>',
         pad='<|end_of_text|>', unk='<|end_of_text|>',
         config=dict(tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=8.0),
-        notes='BOS = EOS = pad = unk; embedding / residual / attention / logits multipliers; tied'),
+        notes='BOS = EOS = pad = unk; embedding / residual / attention / logits multipliers; tied; the template (3.3\'s) writes a '
+              'default system prompt with today\'s date, the tools list and tool results; tool calls are written as text (`<|tool_call|>[…]`)'),
     'lfm2': Family('lfm2', 'LFM2-350M/700M/1.2B/2.6B; LFM2.5-1.2B-Instruct/-JP (Liquid AI)', 'byte_bpe', 'lfm2',
         ['<|pad|>', '<|startoftext|>', '<|endoftext|>', '<|fim_pre|>', '<|fim_mid|>', '<|fim_suf|>', '<|im_start|>', '<|im_end|>',
          '<|tool_list_start|>', '<|tool_list_end|>', '<|tool_call_start|>', '<|tool_call_end|>', '<|tool_response_start|>',
@@ -322,8 +325,9 @@ REPLICA_VERSION = 4  # 3: SentencePiece-kind replicas trained by SentencePiece, 
 
 def replica_dir(family:str, # a key of `FAMILIES`
                )->Path:
-    "The replica of `family` in the cache, built on first use."
-    return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}', lambda d: make_replica(family, d))
+    "The replica of `family` in the cache, built on first use; its folder is named by its chat template too, so a changed template makes a new replica."
+    h = hashlib.sha256(template_text(FAMILIES[family].template).encode()).hexdigest()[:8]
+    return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}-{h}', lambda d: make_replica(family, d))
 
 # %% ../nbs/11_families.ipynb #33fd1569
 def replica_overrides(family:str, # a key of `FAMILIES`

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_template.ipynb #78af0bb3
 from __future__ import annotations
-import re
+import hashlib, json, re, string
 from dataclasses import dataclass
 
 from jinja2.exceptions import TemplateError
@@ -15,8 +15,8 @@ from .records import DataError
 # %% auto #0
 __all__ = ['format_messages', 'assistant_char_spans', 'ends_turn', 'system_mode', 'system_supported', 'fold_system',
            'system_note', 'TemplateFacts', 'template_facts', 'template_lacks', 'check_template_needs', 'reasoning_note',
-           'template_messages', 'tokenize_conversation', 'end_of_turn_tokens', 'stop_token_ids',
-           'untrained_end_of_turn', 'check_end_of_turn_trained']
+           'template_messages', 'call_id', 'with_call_ids', 'tokenize_conversation', 'end_of_turn_tokens',
+           'stop_token_ids', 'untrained_end_of_turn', 'check_end_of_turn_trained']
 
 # %% ../nbs/02_template.ipynb #56187771
 def format_messages(messages:list[dict], # a chat: list of {role, content}
@@ -69,7 +69,9 @@ def _reply_start(text:str, messages, i:int, prev:int, tokenizer, tools, kwargs)-
     gp = head[len(bare):] if head.startswith(bare) else ''
     for g in (gp, gp[:gp.find('\n')+1] if '\n' in gp else ''):
         if g and (k := text.find(g, lo)) >= 0: return k + len(g)
-    return lo
+    # no generation prompt (Mistral's, whose tools list moves to the last user turn): what the history writes after that turn's text is not the reply's
+    tail = bare[bare.rfind(before)+len(before):] if before in bare else ''
+    return lo + len(tail) if tail and text.startswith(tail, lo) else lo
 
 def assistant_char_spans(messages:list[dict], # a chat: canonical messages (roles, content, tool calls, reasoning)
                          tokenizer, # a tokenizer with a chat template
@@ -164,6 +166,8 @@ class TemplateFacts:
     tool_results: bool = False # it renders `tool` turns
     reasoning: str|None = None # how it takes reasoning: 'field' (`reasoning_content`), 'inline' (`<think>…</think>` in the content), None: not at all
     reasoning_past: bool = True # it keeps the reasoning of replies a later user turn follows (Qwen3's drops it)
+    call_ids: bool = False # it refuses tool-call ids other than 9 letters and digits (Mistral's): each call is given one (`with_call_ids`)
+    json_arguments: bool = False # it writes a call's arguments as they are, so they are passed as a JSON string (DeepSeek-V3's)
 
 # %% ../nbs/02_template.ipynb #dc14bede
 _P = {k: f'\ue000{k}\ue001' for k in ('fn', 'arg', 'result', 'why1', 'why2')}   # probe strings no real text contains
@@ -193,15 +197,38 @@ def template_facts(tokenizer, # a tokenizer with a chat template
     kw = chat_template_kwargs
     plain = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ok'}]
     call = [{'role': 'user', 'content': 'hi'},
-            {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'call00001', 'type': 'function', 'function': {'name': _P['fn'], 'arguments': {'q': _P['arg']}}}]},
+            {'role': 'assistant', 'content': '', 'tool_calls': [{'id': 'call00001', 'type': 'function', 'function': {'name': _P['fn'], 'arguments': {'q': _P['arg']}}}]},
             {'role': 'tool', 'content': _P['result'], 'tool_call_id': 'call00001', 'name': _P['fn']}, {'role': 'assistant', 'content': 'ok'}]
     t = _renders(tokenizer, call, _PROBE_TOOLS, kw)
+    # the arguments as a dict must come out as JSON; a template that writes them as they are (DeepSeek-V3's) is given a JSON string
+    as_json = not _json_args(t) and _json_args(s := _renders(tokenizer, _calls_with(call, args=json.dumps({'q': _P['arg']}, ensure_ascii=False)), _PROBE_TOOLS, kw))
+    if as_json: t, call = s, _calls_with(call, args=json.dumps({'q': _P['arg']}, ensure_ascii=False))
     # a template that fails on a reply with no text (LFM2's) may still render tool turns: asked again with text in the reply
     results = t or _renders(tokenizer, [call[0], {**call[1], 'content': 'ok'}, *call[2:]], _PROBE_TOOLS, kw)
+    # ids as data has them (OpenAI's `call_…`, or none) refused where 9 letters and digits are taken (Mistral's): each call is given one
+    ids = _P['arg'] in t and any(_P['arg'] not in _renders(tokenizer, _calls_with(call, id=i), _PROBE_TOOLS, kw) for i in ('call_8Kq2mZ', None))
     how, past = _reasoning_probe(tokenizer, kw)
     return TemplateFacts(generation_markers=_has_generation_markers(tokenizer), ends_turn=ends_turn(tokenizer),
                          tools=_P['fn'] in _renders(tokenizer, plain, _PROBE_TOOLS, kw), tool_calls=_P['arg'] in t,
-                         tool_results=_P['result'] in results, reasoning=how, reasoning_past=past)
+                         tool_results=_P['result'] in results, reasoning=how, reasoning_past=past, call_ids=ids, json_arguments=as_json)
+
+def _json_args(text:str)->bool:
+    "Whether the probe call's arguments are in `text` as JSON."
+    return bool(re.search(r'\{\s*"q"\s*:\s*"' + re.escape(_P['arg']) + r'"\s*\}', text))
+
+_KEEP = object()
+
+def _calls_with(chat:list[dict], id=_KEEP, args=_KEEP)->list[dict]:
+    "The probe chat with its call's id (None: no id) or arguments replaced, the tool turn's `tool_call_id` following the id."
+    def call(c):
+        c = {**c, 'function': {**c['function'], 'arguments': c['function']['arguments'] if args is _KEEP else args}}
+        if id is _KEEP: return c
+        return {**{k: v for k, v in c.items() if k != 'id'}, **({'id': id} if id else {})}
+    def turn(m):
+        if m.get('tool_calls'): return {**m, 'tool_calls': [call(c) for c in m['tool_calls']]}
+        if m['role'] != 'tool' or id is _KEEP: return m
+        return {**{k: v for k, v in m.items() if k != 'tool_call_id'}, **({'tool_call_id': id} if id else {})}
+    return [turn(m) for m in chat]
 
 # %% ../nbs/02_template.ipynb #9051acc1
 def template_lacks(facts:TemplateFacts, # the run's template facts (`template_facts`)
@@ -238,10 +265,50 @@ def reasoning_note(facts:TemplateFacts, # the run's template facts
 def template_messages(messages:list[dict], # canonical messages
                       facts:TemplateFacts, # the template's facts
                      )->list[dict]:
-    "`messages` as the template reads them: reasoning as `reasoning_content` or as `<think>` text in the content, the way the template takes it."
+    "`messages` as the template reads them: reasoning as `reasoning_content` or as `<think>` text in the content, tool-call arguments as a dict or a JSON string, and call ids as the template takes them."
+    if facts.call_ids: messages = with_call_ids(messages)
+    if facts.json_arguments:
+        messages = [{**m, 'tool_calls': [{**c, 'function': {**c['function'], 'arguments': _json_text(c['function']['arguments'])}} for c in m['tool_calls']]}
+                    if m.get('tool_calls') else m for m in messages]
+    # a call turn with no text: '' rather than none, which transformers leaves out of the message (DeepSeek-V3's template then fails)
+    messages = [{**m, 'content': ''} if m.get('tool_calls') and m.get('content') is None else m for m in messages]
     if facts.reasoning != 'inline': return messages
     return [{**{k: v for k, v in m.items() if k != 'reasoning_content'}, 'content': _inline(m['reasoning_content'], m.get('content') or '')}
             if m.get('reasoning_content') else m for m in messages]
+
+def _json_text(args)->str: return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+_ID_CHARS = string.ascii_letters + string.digits
+
+def _fits(i)->bool: return isinstance(i, str) and len(i) == 9 and all(ch in _ID_CHARS for ch in i)
+
+def call_id(chat_key:bytes, # what makes the id the chat's own (`with_call_ids` hashes the chat)
+            k:int, # the call's index in the chat
+           )->str:
+    "A tool-call id of 9 letters and digits, the same for the same chat and call every time."
+    n = int.from_bytes(hashlib.sha256(chat_key + b':%d' % k).digest()[:8], 'big')
+    return ''.join(_ID_CHARS[n // 62**i % 62] for i in range(9))
+
+def with_call_ids(messages:list[dict], # canonical messages
+                 )->list[dict]:
+    "`messages` with each tool call whose id is not 9 letters and digits given one (`call_id`) and each tool result's `tool_call_id` pointing at its call's id (the call it named, else the first one not yet answered that no result names): which result answers which call is kept, only the labels change."
+    key = json.dumps(messages, ensure_ascii=False, sort_keys=True, default=str).encode()
+    named = {m.get('tool_call_id') for m in messages if m['role'] == 'tool'} - {None}
+    out, new, open_, k = [], {}, [], 0   # open_: (id, named by a result) of the calls not yet answered
+    for m in messages:
+        if m.get('tool_calls'):
+            calls = []
+            for c in m['tool_calls']:
+                i = c['id'] if _fits(c.get('id')) else call_id(key, k); k += 1
+                if c.get('id') is not None: new[c['id']] = i
+                open_.append((i, c.get('id') in named)); calls.append({**c, 'id': i})
+            m = {**m, 'tool_calls': calls}
+        elif m['role'] == 'tool' and k:
+            i = new.get(m.get('tool_call_id')) or next((j for j, n in open_ if not n), open_[0][0] if open_ else calls[-1]['id'])
+            open_ = [(j, n) for j, n in open_ if j != i]
+            m = {**m, 'tool_call_id': i}
+        out.append(m)
+    return out
 
 def tokenize_conversation(messages:list[dict], # a chat: canonical messages (roles, content, tool calls, reasoning)
                           tokenizer, # a fast tokenizer with a chat template

@@ -11,7 +11,7 @@ from conftest import refused, run, sets
 from qlora_nb.config import load_config
 from qlora_nb.families import FAMILIES, family_tokenizer, replica_dir, vocab_missing
 from qlora_nb.records import DataError, canonical_chat, chat_from_row, chats_needs, check_data, load_chats
-from qlora_nb.template import TemplateFacts, check_template_needs, reasoning_note, template_facts, tokenize_conversation
+from qlora_nb.template import TemplateFacts, check_template_needs, reasoning_note, template_facts, tokenize_conversation, with_call_ids
 from qlora_nb.tiny import tiny_model_dir
 from qlora_nb.tokenize import _chat_rows, marked, tokenized_chats, tokenized_key, STATS
 
@@ -38,8 +38,12 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
 TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
-TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
+TOOL_FAMILIES += ('mistral', 'mistral_nemo')   # Mistral's real templates (#20): [AVAILABLE_TOOLS] before the last user turn, [TOOL_CALLS] with 9-character ids
+TEXT_CALL_FAMILIES = ('lfm2',)
+TEXT_CALL_FAMILIES += ('granite',)   # Granite 3.3's real template (#20): available_tools and tool turns, calls written as `<|tool_call|>[…]` text   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
+NO_TOOLS_LIST = ('deepseek_v3',)   # calls and results rendered, no tools list (DeepSeek-V3's: the tools are described in the system prompt)
+OTHERS = tuple(f for f in OTHERS if f not in NO_TOOLS_LIST)
 
 @pytest.fixture(scope='module')
 def toks():
@@ -60,6 +64,8 @@ TOOL_RUNS = {
               '<think>\n\n</think>\n\n東京は晴れです。<|im_end|>'],
 }
 TOOL_RUNS['qwen3_moe'] = TOOL_RUNS['qwen3']   # the same template
+TOOL_RUNS['mistral'] = ['[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "東京"}, "id": "call00001"}]</s>', '東京は晴れです。</s>']
+TOOL_RUNS['mistral_nemo'] = ['[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "東京"}, "id": "call00001"}]</s>', '東京は晴れです。</s>']
 TOOL_RUNS['nemotron_h'] = ['<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "東京"}}]</TOOLCALL>\n<SPECIAL_12>',
                            '東京は晴れです。\n<SPECIAL_12>']   # the template's `<think>\n\n` before the last reply is not trained
 
@@ -82,6 +88,79 @@ def test_tool_chat_trained_token_by_token(toks, fam):
     for never in ('あなたは天気を答えるアシスタントです。', '東京の天気は？', '晴れ、21度', '都市の天気を返す'):   # system, user, tool result, tools block
         assert never in rest and never not in trained_text(r, tok), (never, m)
 
+@pytest.mark.parametrize('fam', ('mistral', 'mistral_nemo'))
+def test_call_ids_given_where_the_template_needs_them(toks, fam):
+    "Mistral's templates refuse tool-call ids other than 9 letters and digits: the probe finds it, and each call without such an id "
+    "gets one made from the chat (the same every time), its tool result pointing at it; ids that fit are kept."
+    tok = toks(fam)
+    f = template_facts(tok)
+    assert (f.call_ids, f.json_arguments) == (True, False), f
+    assert not template_facts(toks('qwen3')).call_ids
+    openai = copy.deepcopy(TOOL_CHAT)
+    openai[2]['tool_calls'][0]['id'] = openai[3]['tool_call_id'] = 'call_8Kq2mZxY'
+    bare = [{k: v for k, v in m.items() if k != 'tool_call_id'} for m in TOOL_CHAT]
+    bare[2] = {**bare[2], 'tool_calls': [{k: v for k, v in c.items() if k != 'id'} for c in bare[2]['tool_calls']]}
+    for chat in (openai, bare):
+        got = with_call_ids(chat)
+        i = got[2]['tool_calls'][0]['id']
+        assert len(i) == 9 and i.isalnum() and got[3]['tool_call_id'] == i and with_call_ids(chat) == got
+        r = tokenize_conversation(chat, tok, None, f, tools=[WEATHER])
+        assert runs(marked(r, tok))[0] == TOOL_RUNS[fam][0].replace('call00001', i), marked(r, tok)
+        assert f'"call_id": "{i}"' in untrained_text(r, tok)
+    assert with_call_ids(TOOL_CHAT)[2]['tool_calls'][0]['id'] == 'call00001'   # an id that fits is kept
+    two = [TOOL_CHAT[1], {'role': 'assistant', 'content': None, 'tool_calls': [
+        {'type': 'function', 'id': i, 'function': {'name': 'get_weather', 'arguments': {'city': c}}} for i, c in (('a', '東京'), ('c', '大阪'))]},
+           {'role': 'tool', 'content': '雨', 'tool_call_id': 'b'}, {'role': 'tool', 'content': '晴れ', 'tool_call_id': 'a'}, TOOL_CHAT[4]]
+    got = with_call_ids(two)
+    assert [got[3]['tool_call_id'], got[2]['tool_call_id']] == [c['id'] for c in got[1]['tool_calls']]   # named first, the other in order
+
+def _mistral_common_request(chat, tools):
+    from mistral_common.protocol.instruct.messages import AssistantMessage, SystemMessage, ToolMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.tool_calls import Function, FunctionCall, Tool, ToolCall
+    def msg(m):
+        if m['role'] == 'system': return SystemMessage(content=m['content'])
+        if m['role'] == 'user': return UserMessage(content=m['content'])
+        if m['role'] == 'tool': return ToolMessage(content=m['content'], tool_call_id=m['tool_call_id'])
+        return AssistantMessage(content=m.get('content'), tool_calls=[
+            ToolCall(id=c['id'], function=FunctionCall(name=c['function']['name'], arguments=json.dumps(c['function']['arguments'], ensure_ascii=False)))
+            for c in m['tool_calls']] if m.get('tool_calls') else None)
+    return ChatCompletionRequest(messages=[msg(m) for m in chat], tools=[Tool(function=Function(**t['function'])) for t in tools])
+
+@pytest.mark.parametrize('fam,vocab', [('mistral', 'mistral_instruct_tokenizer_240323.model.v3'), ('mistral_nemo', 'tekken_240718.json')])
+def test_mistral_tool_chat_as_mistral_common_encodes_it(toks, fam, vocab):
+    "The token ids of a tool chat through the real template and the replica's real vocabulary are mistral-common's own encoding "
+    "(v3 SentencePiece; Tekken), [AVAILABLE_TOOLS] before the last user turn in both. Two differences, neither trained: a tool result "
+    "that is not JSON, which mistral-common writes as a JSON string and the template as it is (`\"content\": 晴れ、21度`); and a system "
+    "prompt, which mistral-common (and the template, at inference) puts in the last user turn and qlora_nb folds into the first, so "
+    "that every reply is trained seeing it (the same where there is one user turn)."
+    pytest.importorskip('mistral_common')
+    from mistral_common.protocol.instruct.validator import ValidationMode
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    from qlora_nb.families import package_file
+    mt = MistralTokenizer.from_file(str(package_file('mistral_common', 'data', vocab)), mode=ValidationMode.finetuning)
+    tok = toks(fam); f = template_facts(tok)
+    chat = [*TOOL_CHAT[:3], {**TOOL_CHAT[3], 'content': '{"天気": "晴れ", "気温": 21}'}, TOOL_CHAT[4]]
+    for c in (chat, [*chat[1:], {'role': 'user', 'content': '大阪は？'}, {'role': 'assistant', 'content': '大阪は雨です。'}]):
+        ours = tokenize_conversation(c, tok, None, f, tools=[WEATHER])['input_ids']
+        assert ours == mt.encode_chat_completion(_mistral_common_request(c, [WEATHER])).tokens, tok.decode(ours)
+    theirs = tok.decode(mt.encode_chat_completion(_mistral_common_request(TOOL_CHAT, [WEATHER])).tokens)   # the same vocabulary
+    assert '"content": "' in theirs and '"content": 晴れ' in tok.decode(tokenize_conversation(TOOL_CHAT, tok, None, f, tools=[WEATHER])['input_ids'])
+
+def test_deepseek_v3_tool_calls_with_json_string_arguments(toks):
+    "DeepSeek-V3's template writes a call's arguments as they are: the probe finds it, and the record's arguments go in as a JSON string; "
+    "it renders no tools list (the tools belong in the system prompt), so data that carries one is refused."
+    tok = toks('deepseek_v3'); f = template_facts(tok)
+    assert (f.tools, f.tool_calls, f.tool_results, f.json_arguments, f.call_ids) == (False, True, True, True, False), f
+    r = tokenize_conversation(TOOL_CHAT, tok, None, f)
+    m = marked(r, tok)
+    assert runs(m) == ['<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{"city": "東京"}\n```<｜tool▁call▁end｜>'
+                       '<｜tool▁calls▁end｜><｜end▁of▁sentence｜>', '東京は晴れです。<｜end▁of▁sentence｜>'], m
+    for never in ('あなたは天気を答えるアシスタントです。', '東京の天気は？', '晴れ、21度'):
+        assert never in untrained_text(r, tok) and never not in trained_text(r, tok), (never, m)
+    with pytest.raises(DataError, match='^deepseek_v3: its chat template renders no tools list'):
+        check_template_needs(f, dict(tools=1, tool_calls=1, tool_results=1), 'deepseek_v3')
+
 @pytest.mark.parametrize('fam', OTHERS)
 def test_tools_refused_where_the_template_cannot_render_them(toks, fam):
     tok = toks(fam)
@@ -92,22 +171,28 @@ def test_tools_refused_where_the_template_cannot_render_them(toks, fam):
     assert 'Qwen3, Qwen2.5, Llama 3.1' in str(e.value) and '\n' not in str(e.value)
     with pytest.raises(DataError, match='renders no reasoning'): tokenize_conversation(THINK_CHAT, tok, None, f)
 
+# each text-call family: its calls as the model writes them, its end of turn, its tool result as rendered, how it takes reasoning
+TEXT_CALLS = {'lfm2': ('<|tool_call_start|>[get_weather(city="東京")]<|tool_call_end|>', '<|im_end|>',
+                       '<|tool_response_start|>晴れ、21度<|tool_response_end|>', None)}
+TEXT_CALLS['granite'] = ('<|tool_call|>[{"name": "get_weather", "arguments": {"city": "東京"}}]', '<|end_of_text|>',
+                         '<|start_of_role|>tool<|end_of_role|>晴れ、21度<|end_of_text|>', 'inline')   # its text mentions <think>, content goes through
+
 @pytest.mark.parametrize('fam', TEXT_CALL_FAMILIES)
 def test_tool_calls_as_text(toks, fam):
-    "LFM2's template renders the tools list and tool turns but no `tool_calls` field (it fails on a reply with no text): a chat with a "
-    "`tool_calls` field is refused, one with its calls written in the reply trains them, never the tool's result."
+    "LFM2's and Granite 3.3's templates render the tools list and tool turns but no `tool_calls` field (LFM2's fails on a reply with no "
+    "text): a chat with a `tool_calls` field is refused, one with its calls written in the reply trains them, never the tool's result."
     tok = toks(fam)
     f = template_facts(tok)
-    assert (f.tools, f.tool_calls, f.tool_results, f.reasoning) == (True, False, True, None), f
+    call, eot, result, reasoning = TEXT_CALLS[fam]
+    assert (f.tools, f.tool_calls, f.tool_results, f.reasoning) == (True, False, True, reasoning), f
     with pytest.raises(DataError, match=f"^{fam}: its chat template renders no tool calls, but 2 assistant turns call tools"):
         check_template_needs(f, dict(tools=1, tool_calls=2, tool_results=2), fam)
     with pytest.raises(DataError, match='renders no tool calls'): tokenize_conversation(TOOL_CHAT, tok, None, f, tools=[WEATHER])
-    call = '<|tool_call_start|>[get_weather(city="東京")]<|tool_call_end|>'
     chat = [*TOOL_CHAT[:2], {'role': 'assistant', 'content': call}, {k: v for k, v in TOOL_CHAT[3].items() if k != 'tool_call_id'}, TOOL_CHAT[4]]
     r = tokenize_conversation(chat, tok, None, f, tools=[WEATHER])
     m = marked(r, tok)
-    assert runs(m) == [call + '<|im_end|>', '東京は晴れです。<|im_end|>'], m
-    assert '<|tool_response_start|>晴れ、21度<|tool_response_end|>' in untrained_text(r, tok), m
+    assert runs(m) == [call + eot, '東京は晴れです。' + eot], m
+    assert result in untrained_text(r, tok), m
     for never in ('あなたは天気を答えるアシスタントです。', '東京の天気は？', '晴れ、21度', '都市の天気を返す'):
         assert never not in trained_text(r, tok), (never, m)
 
@@ -241,9 +326,9 @@ def test_refused_before_the_model_loads(tmp_path, tiny):
     p.write_text(json.dumps({'tools': [WEATHER], 'messages': TOOL_CHAT}, ensure_ascii=False) + '\n', encoding='utf-8')
     with pytest.raises(DataError, match='^Mistral v0.3: its chat template renders no tools list, but 1 chats carry one'):
         tokenized_chats(p, tiny, load_config()['data'], facts=TemplateFacts(False, True), name='Mistral v0.3')
-    mistral = replica_dir('mistral')
-    r = run('inspect', *sets(f'model_name={mistral}', f'training_data_json_path={p}'), cwd=tmp_path)
-    refused(r, f'{mistral}: its chat template renders no tools list')
+    gemma = replica_dir('gemma3')
+    r = run('inspect', *sets(f'model_name={gemma}', f'training_data_json_path={p}'), cwd=tmp_path)
+    refused(r, f'{gemma}: its chat template renders no tools list')
 
 def test_train_on_tool_and_reasoning_data_each(tmp_path):
     "One short train through the CLI on tool-calling and reasoning chats, a row per assistant turn."
