@@ -124,9 +124,9 @@ FAMILIES = {
         eos='<|return|>', stop=['<|return|>', '<|endoftext|>', '<|call|>'], bos='<|startoftext|>', pad='<|endoftext|>',
         config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=64,
                     layer_types=['sliding_attention', 'full_attention'],
-                    rope_parameters=dict(rope_type='yarn', rope_theta=150000.0, factor=32.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
-                                         original_max_position_embeddings=32)),   # YaRN ×32 as the real 4,096 → 131,072, here 32 → 1,024
-        seed=1,   # seed 0's random router has a near tie that 4-bit rounding flips on one token of the family test's chat (rel L2 0.027 against the dequantized base; seeds 1-3: 0.0014-0.0017)
+                    max_position_embeddings=131072, rope_parameters=dict(rope_type='yarn', rope_theta=150000.0, factor=32.0, beta_fast=32.0,
+                                                                         beta_slow=1.0, truncate=False, original_max_position_embeddings=4096)),   # the real YaRN
+        seed=1,   # seed 0's random router has a near tie that 4-bit rounding flips on one token of the family test's chat (rel L2 0.027 against the dequantized base; seeds 1-3: 0.0015-0.0018)
         notes='mixture of experts: fused `gate_up_proj` / `down_proj` (interleaved gate and up, clamped SwiGLU) stored NF4 after loading, their biases and '
               'the router (a weight and bias tensor, not a linear layer) left as they are; attention sinks (`sinks`, kept); sliding and full '
               'attention layers alternate; the harmony template: reasoning goes in the `thinking` field (the analysis channel), rendered for the '
