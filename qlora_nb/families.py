@@ -44,6 +44,7 @@ class Family:
     notes: str = ''        # what is special about it
     vocab: str = ''        # a real vocabulary instead of one trained here: 'llama3', 'mistral_v3', 'tekken' (installed packages), 'llm_jp3' (a file, `llmjp_tokenizer_file`)
     code: dict = field(default_factory=dict)  # a model whose code ships in its folder: the `auto_map` of its files in qlora_nb/assets/remote_code (loaded with trust_remote_code)
+    seed: int = 0          # the replica's random init
 
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              max_position_embeddings=1024, head_dim=16)
@@ -118,6 +119,21 @@ FAMILIES = {
               '`e_score_correction_bias`, not a linear layer) left as it is; no LoRA on the dense and shared-expert MLPs, whose '
               '`gate_proj`/`up_proj`/`down_proj` peft reads as the experts; pad = EOS (`<｜▁pad▁｜>` pads instead); '
               'the template writes `<｜Assistant｜>` after every user turn'),
+    'gpt_oss': Family('gpt_oss', 'gpt-oss-20b / gpt-oss-120b (OpenAI); GPT-OSS-Swallow (its architecture and template)', 'byte_bpe', 'gpt_oss',
+        ['<|startoftext|>', '<|endoftext|>', '<|reserved_200000|>', '<|reserved_200001|>', '<|return|>', '<|constrain|>', '<|reserved_200004|>',
+         '<|channel|>', '<|start|>', '<|end|>', '<|message|>', '<|reserved_200009|>', '<|reserved_200010|>', '<|reserved_200011|>', '<|call|>',
+         *(f'<|reserved_{i}|>' for i in range(200013, 200018)), '<|endofprompt|>'],
+        eos='<|return|>', stop=['<|return|>', '<|endoftext|>', '<|call|>'], bos='<|startoftext|>', pad='<|endoftext|>',
+        config=dict(tie_word_embeddings=False, num_local_experts=4, num_experts_per_tok=2, sliding_window=64,
+                    layer_types=['sliding_attention', 'full_attention'],
+                    max_position_embeddings=131072, rope_parameters=dict(rope_type='yarn', rope_theta=150000.0, factor=32.0, beta_fast=32.0,
+                                                                         beta_slow=1.0, truncate=False, original_max_position_embeddings=4096)),   # the real YaRN
+        seed=1,   # seed 0's random router has a near tie that 4-bit rounding flips on one token of the family test's chat (rel L2 0.027 against the dequantized base; seeds 1-3: 0.0015-0.0018)
+        notes='mixture of experts: fused `gate_up_proj` / `down_proj` (interleaved gate and up, clamped SwiGLU) stored NF4 after loading, their biases and '
+              'the router (a weight and bias tensor, not a linear layer) left as they are; attention sinks (`sinks`, kept); sliding and full '
+              'attention layers alternate; the harmony template: reasoning goes in the `thinking` field (the analysis channel), rendered for the '
+              'last reply only; a reply ends with `<|end|>`, the last one with `<|return|>`, a tool call with `<|call|>`. The real checkpoints '
+              'store their experts in MXFP4: transformers must dequantize them to bf16 before they can be stored NF4 (not tested here: no checkpoint)'),
     'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo', 'sentencepiece', 'rinna_neox',
         ['[PAD]', '[UNK]', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', pad='[PAD]', unk='[UNK]',
         config=dict(tie_word_embeddings=False, rotary_pct=1.0, use_parallel_residual=True),
@@ -303,13 +319,14 @@ def _random_model(f:Family, cfg):
 
 def make_replica(family:str, # a key of `FAMILIES`
                  out_dir, # folder to save the model and tokenizer into (created)
-                 seed:int=0)->Path:
+                 seed:int|None=None, # the random init; None: the family's (`Family.seed`)
+                )->Path:
     "Build a tiny random-init replica of `family` into `out_dir`: model, generation config with the family's EOS ids, tokenizer."
     f, out = FAMILIES[family], Path(out_dir)
     sp = family_sentencepiece(family)
     tok = family_tokenizer(family, sp=sp)
     cfg = _model_config(f, tok)
-    torch.manual_seed(seed)
+    torch.manual_seed(f.seed if seed is None else seed)
     model = _random_model(f, cfg).to(torch.bfloat16)
     stop = [tok.convert_tokens_to_ids(t) for t in f.stop]
     model.generation_config = GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=stop if len(stop) > 1 else stop[0],

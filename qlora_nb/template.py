@@ -41,14 +41,16 @@ def _special_strings(tokenizer)->list[str]:
     "Added/special token strings, longest first."
     return sorted({t for t in tokenizer.get_added_vocab() if t.strip()}, key=len, reverse=True)
 
-def _reply_end(text:str, m:dict, start:int, tokenizer)->int:
+def _reply_end(text:str, m:dict, start:int, tokenizer,
+               closing:str|None=None, # the special token the reply's own rendering ends with (gpt-oss's `<|call|>` after a tool call)
+              )->int:
     "End of a reply and the special token that closes it, found in `text` (for templates that are not prefix-stable)."
     c = m.get('content') or ''
     cands = [] if m.get('tool_calls') else [c, c.strip(), c.split('</think>')[-1].strip()]  # tool calls follow the text: end at the turn's end
     hits = [(text.find(x, start), x) for x in cands if x]
     hits = [(i, x) for i, x in hits if i >= 0]
     if not hits:   # no text to find (a tool-call turn): the reply ends with the first end-of-turn token after its start
-        ends = [(text.find(t, start), t) for t in end_of_turn_tokens(tokenizer)]
+        ends = [(text.find(t, start), t) for t in [*end_of_turn_tokens(tokenizer), *([closing] if closing else [])]]
         ends = [(i, t) for i, t in ends if i >= 0]
         if ends: i, t = min(ends); return i + len(t)
         raise ValueError(f"the chat template renders this assistant reply in a way that cannot be found in the text: {c[:40]!r}; use a template with {{% generation %}} markers.")
@@ -84,7 +86,8 @@ def assistant_char_spans(messages:list[dict], # a chat: canonical messages (role
         if m['role'] != 'assistant': continue
         start = _reply_start(text, messages, i, prev, tokenizer, tools, kwargs)
         upto = _render(tokenizer, messages[:i+1], tools=tools, kwargs=kwargs).rstrip(' \n')
-        end = len(upto) if text.startswith(upto) and len(upto) > start else _reply_end(text, m, start, tokenizer)
+        closing = next((t for t in _special_strings(tokenizer) if upto.endswith(t)), None)
+        end = len(upto) if text.startswith(upto) and len(upto) > start else _reply_end(text, m, start, tokenizer, closing)
         spans.append((start, end))
         prev = end
     return spans

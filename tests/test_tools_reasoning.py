@@ -39,8 +39,9 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
 
 TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
 TOOL_FAMILIES += ('mistral', 'mistral_nemo')   # Mistral's real templates (#20): [AVAILABLE_TOOLS] before the last user turn, [TOOL_CALLS] with 9-character ids
-TEXT_CALL_FAMILIES = ('lfm2',)
-TEXT_CALL_FAMILIES += ('granite',)   # Granite 3.3's real template (#20): available_tools and tool turns, calls written as `<|tool_call|>[…]` text   # tools list and tool turns rendered, tool calls written by the model as text in the reply
+TOOL_FAMILIES += ('gpt_oss',)   # the harmony template: calls on the commentary channel, ended by <|call|>
+TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
+TEXT_CALL_FAMILIES += ('granite',)   # Granite 3.3's real template (#20): available_tools and tool turns, calls written as `<|tool_call|>[…]` text
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 NO_TOOLS_LIST = ('deepseek_v3',)   # calls and results rendered, no tools list (DeepSeek-V3's: the tools are described in the system prompt)
 OTHERS = tuple(f for f in OTHERS if f not in NO_TOOLS_LIST)
@@ -68,6 +69,8 @@ TOOL_RUNS['mistral'] = ['[TOOL_CALLS] [{"name": "get_weather", "arguments": {"ci
 TOOL_RUNS['mistral_nemo'] = ['[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "東京"}, "id": "call00001"}]</s>', '東京は晴れです。</s>']
 TOOL_RUNS['nemotron_h'] = ['<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "東京"}}]</TOOLCALL>\n<SPECIAL_12>',
                            '東京は晴れです。\n<SPECIAL_12>']   # the template's `<think>\n\n` before the last reply is not trained
+TOOL_RUNS['gpt_oss'] = [' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "東京"}<|call|>',   # after the prompt's `<|start|>assistant`
+                        '<|channel|>final<|message|>東京は晴れです。<|return|>']   # the tool's result goes back JSON-quoted, untrained
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
@@ -204,6 +207,7 @@ def test_family_table(toks):
         f = template_facts(toks(fam))
         table[fam] = ('tools' if f.tool_calls else 'refused', f.reasoning and f"{f.reasoning}{'' if f.reasoning_past else ', last turns only'}" or 'refused')
     assert table['qwen3'] == ('tools', 'field, last turns only') and table['llama'] == ('tools', 'refused'), table
+    assert table['gpt_oss'] == ('tools', 'field, last turns only'), table   # `thinking` (the analysis channel), filled by transformers from reasoning_content
     print(json.dumps(table, indent=1))
 
 def test_qwen3_reasoning_last_and_each(toks):
@@ -238,6 +242,22 @@ def test_qwen3_agent_turns(toks):
     assert [runs(marked(x, tok)) for x in each] == [
         ['<think>\n計算ツールを使う。\n</think>\n\n<tool_call>\n{"name": "calculate", "arguments": {"expression": "23*4"}}\n</tool_call><|im_end|>'],
         ['<think>\n結果は 92。\n</think>\n\n92 です。<|im_end|>']]
+
+def test_gpt_oss_reasoning_and_agent_turns(toks):
+    "gpt-oss's harmony template: reasoning (the analysis channel) only in the last reply, which ends with <|return|>, earlier ones with <|end|>; "
+    "a tool call ends with <|call|>, its analysis dropped once a reply follows (the call is found by the token its own rendering ends with)."
+    tok = toks('gpt_oss'); f = template_facts(tok)
+    assert (f.reasoning, f.reasoning_past) == ('field', False)
+    assert runs(marked(tokenize_conversation(THINK_CHAT, tok, None, f), tok)) == ['<|channel|>final<|message|>12 です。<|end|>',
+        '<|channel|>analysis<|message|>12 に 8 を足すと 20、残りの 1 で 21。<|end|><|start|>assistant<|channel|>final<|message|>21 です。<|return|>']
+    r = tokenize_conversation(AGENT_CHAT, tok, None, f, tools=[CALC])
+    assert runs(marked(r, tok)) == [' to=functions.calculate<|channel|>commentary json<|message|>{"expression": "23*4"}<|call|>',
+                                    '<|channel|>final<|message|>92 です。<|end|>',
+                                    '<|channel|>analysis<|message|>お礼への返事。<|end|><|start|>assistant<|channel|>final<|message|>どういたしまして。<|return|>'], marked(r, tok)
+    each = [tokenize_conversation(AGENT_CHAT[:k], tok, None, f, tools=[CALC], last_only=True) for k in (2, 4)]
+    assert [runs(marked(x, tok)) for x in each] == [
+        ['<|channel|>analysis<|message|>計算ツールを使う。<|end|><|start|>assistant to=functions.calculate<|channel|>commentary json<|message|>{"expression": "23*4"}<|call|>'],
+        ['<|channel|>analysis<|message|>結果は 92。<|end|><|start|>assistant<|channel|>final<|message|>92 です。<|return|>']]
 
 @pytest.fixture(scope='module')
 def tiny():
