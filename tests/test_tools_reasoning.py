@@ -37,7 +37,7 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'user', 'content': 'ありがとう'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
-TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
+TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h', 'granitemoehybrid')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
 TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 
@@ -62,6 +62,8 @@ TOOL_RUNS = {
 TOOL_RUNS['qwen3_moe'] = TOOL_RUNS['qwen3']   # the same template
 TOOL_RUNS['nemotron_h'] = ['<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "東京"}}]</TOOLCALL>\n<SPECIAL_12>',
                            '東京は晴れです。\n<SPECIAL_12>']   # the template's `<think>\n\n` before the last reply is not trained
+TOOL_RUNS['granitemoehybrid'] = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call><|end_of_text|>',
+                                 '東京は晴れです。<|end_of_text|>']   # Granite 4.0: the `\n` after each `<|end_of_text|>` is not trained
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
