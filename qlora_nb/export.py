@@ -50,7 +50,7 @@ def _quiet_converter():
 def model_config(model_dir, # a transformers model folder
                  vocab_size:int|None=None, # at least this many tokens (a tokenizer that grew)
                 )->dict:
-    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing; Nemotron-H's layer pattern as the hub's config.json writes it."
+    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing; Nemotron-H's layer pattern and Granite 4.0-H's layer types as the hub's config.json writes them."
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     cfg = json.loads((Path(model_dir)/'config.json').read_text(encoding='utf-8'))
     if not cfg.get('architectures') and cfg.get('model_type') in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -59,6 +59,9 @@ def model_config(model_dir, # a transformers model folder
         # transformers 5 saves the layers as a list of new names and no layer count; the converter reads the pattern ('M*-') and the count
         from transformers import NemotronHConfig
         cfg.update(hybrid_override_pattern=NemotronHConfig._list_to_pattern(cfg['layers_block_type']), num_hidden_layers=len(cfg['layers_block_type']))
+    if cfg.get('model_type') == 'granitemoehybrid' and cfg.get('layer_types'):
+        # transformers 5 saves Granite 4.0-H's layer types with new names; the converter takes the layers named 'attention' as attention, the rest as Mamba
+        cfg['layer_types'] = [{'linear_attention': 'mamba', 'full_attention': 'attention'}.get(t, t) for t in cfg['layer_types']]
     if vocab_size: cfg['vocab_size'] = max(cfg.get('vocab_size') or 0, vocab_size)
     return cfg
 

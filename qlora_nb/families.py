@@ -77,6 +77,21 @@ FAMILIES = {
         notes='hybrid: Mamba-2 mixers (`in_proj` / `out_proj` in 4-bit, LoRA on `in_proj`: peft refuses `out_proj`; `conv1d`, `A_log`, `D`, `dt_bias` kept as they are, frozen) '
               'beside attention and ReLU² MLP layers (`M*-`); `<SPECIAL_12>` ends a turn; `/think` / `/no_think` in a system or user turn '
               'choose the generation prompt\'s `<think>`; past replies lose their reasoning'),
+    'granitemoehybrid': Family('granitemoehybrid', 'granite-4.0-h-small / h-tiny (Mamba-2 and attention layers, MoE experts beside a shared MLP), granite-4.0-h-micro / h-1b / h-350m (the same without experts)',
+        'byte_bpe', 'granite4',
+        ['<|pad|>', '<|end_of_text|>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>', '<|filename|>', '<|reponame|>',
+         '<|start_of_role|>', '<|end_of_role|>', '<|unused_1|>', '<|start_of_plugin|>', '<|end_of_plugin|>', '<|unk|>', '<tool_call>', '</tool_call>',
+         '<tool_response>', '</tool_response>', '<think>', '</think>', '<think_on>', '<think_off>', '<schema>', '</schema>', '<tools>', '</tools>',
+         '<documents>', '</documents>'],
+        eos='<|end_of_text|>', stop=['<|end_of_text|>'], bos='<|end_of_text|>', pad='<|pad|>', unk='<|unk|>',
+        config=dict(tie_word_embeddings=True, layer_types=['mamba', 'attention'], position_embedding_type='nope', num_local_experts=4,
+                    num_experts_per_tok=2, shared_intermediate_size=256, mamba_n_heads=8, mamba_n_groups=1, mamba_d_state=16, mamba_d_conv=4,
+                    mamba_expand=2, mamba_chunk_size=32, embedding_multiplier=12.0, logits_scaling=6.0, residual_multiplier=0.22,
+                    attention_multiplier=0.0078125),
+        notes='hybrid: Mamba-2 mixers (`in_proj` / `out_proj` in 4-bit, both with LoRA: peft refuses neither for this model type; `conv1d`, `A_log`, `D`, '
+              '`dt_bias` kept as they are, frozen) beside attention layers without positional embedding; mixture of experts (fused expert tensors '
+              'stored NF4 after loading, the router kept) beside a shared MLP (`input_linear` / `output_linear`, with LoRA); embedding / residual / '
+              'attention / logits multipliers; tied; BOS = EOS = `<|end_of_text|>`, pad `<|pad|>`; the template writes a default system prompt'),
     'gemma2': Family('gemma2', 'gemma-2-2b/9b/27b-it; gemma-2-2b-jpn-it', 'sentencepiece', 'gemma2',
         ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>'], eos='<eos>', stop=['<eos>', '<end_of_turn>'],
         bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,

@@ -17,8 +17,9 @@ from .config import ConfigError, QuantizationKeys
 from .run import DTYPES, Run, load_kw
 
 # %% auto #0
-__all__ = ['OUR_KEYS', 'quantization_config', 'lora_config', 'experts_to_4bit', 'quantized_bytes', 'own_lora_proxies',
-           'legacy_cache', 'load_base_model', 'cast_trainable', 'load_model', 'keep_4bit_layout', 'loftq_start']
+__all__ = ['OUR_KEYS', 'CPU_PACK_ROWS', 'quantization_config', 'lora_config', 'experts_to_4bit', 'quantized_bytes',
+           'own_lora_proxies', 'legacy_cache', 'unpackable_4bit', 'load_base_model', 'cast_trainable', 'load_model',
+           'keep_4bit_layout', 'loftq_start']
 
 # %% ../nbs/05_model.ipynb #63d6467e
 OUR_KEYS = {f.name for f in dataclasses.fields(QuantizationKeys)}   # upcast_unquantized, quantize_experts
@@ -117,6 +118,17 @@ def legacy_cache(model:torch.nn.Module, # a transformers causal LM
     params = inspect.signature(model.forward).parameters
     return getattr(model, '_auto_class', None) is not None and 'past_key_values' in params and 'cache' not in params
 
+# %% ../nbs/05_model.ipynb #5f5e5e27
+CPU_PACK_ROWS = 32   # bitsandbytes 0.50's CPU repacking (`functional._convert_weight_packed_for_cpu`) packs the output rows in blocks of 32
+
+def unpackable_4bit(model:torch.nn.Module, # a model with bitsandbytes `Linear4bit` layers
+                   )->int:
+    "Turn off bitsandbytes' CPU repacking on the 4-bit layers whose output rows do not fill its blocks (it asserts at their first eval forward); return how many layers."
+    import bitsandbytes as bnb
+    lin = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit) and m.out_features % CPU_PACK_ROWS]
+    for m in lin: m.support_avx512bf16_for_cpu = False
+    return len(lin)
+
 # %% ../nbs/05_model.ipynb #d8d3ecd6
 def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `adapter_run`)
                     experts:bool=True, # store MoE experts in 4-bit now (`Run.quantize_experts`); False: the caller does, once adapters are on
@@ -125,6 +137,7 @@ def load_base_model(run:Run, # a resolved run (`resolve_run`, or an adapter's `a
     m = AutoModelForCausalLM.from_pretrained(run.model_path, config=copy.deepcopy(run.model_config),   # read once; a copy, as loading adds to it
                                              quantization_config=quantization_config(run), device_map={'': run.device}, dtype=run.dtype,
                                              **load_kw(run.config))
+    unpackable_4bit(m)   # layers bitsandbytes' CPU repacking refuses (a Mamba mixer's in_proj)
     if run.quantize_experts and experts: experts_to_4bit(m, run)
     if run.tokenizer_size > m.get_input_embeddings().weight.shape[0]: m.resize_token_embeddings(run.tokenizer_size)
     m.config.pad_token_id = m.generation_config.pad_token_id = run.pad_token_id

@@ -175,7 +175,7 @@ def test_dequantized_base(family):
     from qlora_nb.infer import dequantized_base, rel_l2
     from transformers import AutoModelForCausalLM
     from qlora_nb.model import load_base_model, quantized_bytes
-    from qlora_nb.run import nf4_bits, resolve_run
+    from qlora_nb.run import expert_tensors, nf4_bits, resolve_run
     run = resolve_run(load_config(overrides=[*replica_overrides(family), 'quantization.bnb_4bit_compute_dtype=float32']), for_training=False)
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     base = load_base_model(run).eval()
@@ -189,7 +189,7 @@ def test_dequantized_base(family):
     record(family, **{'4-bit base': f"{total / 2**20:.2f} MiB: {four:,} of {n:,} parameters in 4-bit"
                                     + ''.join(f"; {k} {b:.2f} bits each" for k, b in bits.items())})
     if run.expert_tensors:   # every expert weight stored NF4, within 5% of the theory (per-tensor lookup tables included)
-        assert q['experts']['params'] == run.expert_params and not any(p.ndim == 3 for p in base.parameters())
+        assert q['experts']['params'] == run.expert_params and expert_tensors(base) == []   # none left 3-D (a Mamba mixer's conv1d kernel is 3-D, not an expert)
         assert abs(bits['experts'] / nf4_bits() - 1) < 0.05, (bits, nf4_bits())
 
 def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
@@ -348,3 +348,43 @@ def test_nemotron_h_mamba(root, tmp_path):
     assert abs(on['loss_first'] - s['loss_first']) < 1e-3, (on['loss_first'], s['loss_first'])   # the same first step, recomputed
     trainable = {n for n, p in on['trainer'].model.named_parameters() if p.requires_grad}
     assert trainable and all('lora_' in n for n in trainable), sorted(trainable)[:5]
+
+def test_granitemoehybrid_mamba(root):
+    "Granite 4.0-H: the Mamba-2 mixers' `in_proj` / `out_proj` in 4-bit, both with LoRA under all-linear (peft 0.21 refuses `out_proj` "
+    "only on the Mamba model types it lists, not this one, and the PyTorch mixer calls the layer: its adapter changes the output); "
+    "`conv1d`, `A_log`, `D`, `dt_bias` kept and untrained; the experts NF4, the router kept, the shared MLP with LoRA; the multipliers "
+    "in the config; `in_proj`'s 296 rows kept out of bitsandbytes' CPU repacking; the converter reads the layer types by the hub's names."
+    from bitsandbytes.nn import Linear4bit
+    from safetensors import safe_open
+    from qlora_nb.config import load_config
+    from qlora_nb.export import model_config
+    from qlora_nb.infer import load_for_inference, rel_l2
+    from qlora_nb.model import load_base_model
+    from qlora_nb.run import lora_refused, resolve_run
+    run = resolve_run(load_config(overrides=replica_overrides('granitemoehybrid')), for_training=False)
+    assert run.lora_targets == ['in_proj', 'input_linear', 'k_proj', 'o_proj', 'out_proj', 'output_linear', 'q_proj', 'v_proj'], run.lora_targets
+    assert lora_refused('granitemoehybrid', run.linear_names) == [] and lora_refused('nemotron_h', run.linear_names) == ['out_proj']
+    assert run.expert_tensors == [f'model.layers.{i}.block_sparse_moe.experts.{p}' for i in range(2) for p in ('gate_up_proj', 'down_proj')]
+    m = load_base_model(run)
+    c = m.config
+    assert (c.embedding_multiplier, c.residual_multiplier, c.attention_multiplier, c.logits_scaling) == (12.0, 0.22, 0.0078125, 6.0)
+    mixer, moe = m.model.layers[0].mamba, m.model.layers[0].block_sparse_moe
+    assert isinstance(mixer.in_proj, Linear4bit) and isinstance(mixer.out_proj, Linear4bit) and type(mixer.conv1d) is torch.nn.Conv1d
+    assert all(p.dtype == torch.bfloat16 for p in (mixer.conv1d.weight, mixer.A_log, mixer.D, mixer.dt_bias, moe.router.weight))
+    assert mixer.in_proj.out_features == 296 and not mixer.in_proj.support_avx512bf16_for_cpu   # 2 × 128 + 2 × 16 + 8 rows
+    assert mixer.out_proj.support_avx512bf16_for_cpu == Linear4bit(2, 2).support_avx512bf16_for_cpu   # 64 rows: repacked where the CPU can
+    assert model_config(replica_dir('granitemoehybrid'))['layer_types'] == ['mamba', 'attention']   # transformers 5 saved linear_attention, full_attention
+    adapter, _ = trained('granitemoehybrid', root)
+    with safe_open(adapter/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
+    for name in ('mamba.in_proj', 'mamba.out_proj', 'shared_mlp.input_linear', 'shared_mlp.output_linear', 'self_attn.q_proj'):
+        assert any(f'{name}.lora_B' in k for k in keys), (name, keys)
+    assert not any(w in k for k in keys for w in ('conv1d', 'A_log', '.D.', 'dt_bias', 'router', 'experts')), keys
+    model, tok = load_for_inference(adapter)
+    batch = tok.apply_chat_template(CHAT[1:3], return_tensors='pt', return_dict=True)
+    with torch.no_grad():
+        with_out = model(**batch).logits[0]
+        outs = [mod for n, mod in model.named_modules() if n.endswith('mamba.out_proj')]
+        assert len(outs) == 1
+        outs[0].lora_B['default'].weight.zero_()   # out_proj's adapter off, the others on
+        without_out = model(**batch).logits[0]
+    assert rel_l2(with_out, without_out) > 1e-3, rel_l2(with_out, without_out)   # out_proj's adapter runs in the PyTorch mixer

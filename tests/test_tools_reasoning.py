@@ -40,6 +40,7 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
 TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
 TOOL_FAMILIES += ('mistral', 'mistral_nemo')   # Mistral's real templates (#20): [AVAILABLE_TOOLS] before the last user turn, [TOOL_CALLS] with 9-character ids
 TOOL_FAMILIES += ('gpt_oss',)   # the harmony template: calls on the commentary channel, ended by <|call|>
+TOOL_FAMILIES += ('granitemoehybrid',)   # Granite 4.0's real template: tools in the system turn, <tool_call> JSON
 TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 TEXT_CALL_FAMILIES += ('granite',)   # Granite 3.3's real template (#20): available_tools and tool turns, calls written as `<|tool_call|>[…]` text
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
@@ -71,6 +72,8 @@ TOOL_RUNS['nemotron_h'] = ['<TOOLCALL>[{"name": "get_weather", "arguments": {"ci
                            '東京は晴れです。\n<SPECIAL_12>']   # the template's `<think>\n\n` before the last reply is not trained
 TOOL_RUNS['gpt_oss'] = [' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "東京"}<|call|>',   # after the prompt's `<|start|>assistant`
                         '<|channel|>final<|message|>東京は晴れです。<|return|>']   # the tool's result goes back JSON-quoted, untrained
+TOOL_RUNS['granitemoehybrid'] = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call><|end_of_text|>',
+                                 '東京は晴れです。<|end_of_text|>']   # Granite 4.0: the `\n` after each `<|end_of_text|>` is not trained
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
