@@ -524,21 +524,24 @@ def write_mixed(n:int, # conversations in all, a third per source
                 out:Path, # the folder to write the three sources into
                 tool_share:float=0.2, # the share of ShareGPT and messages chats that call a tool
                 seed:int=0,
+                trl:Path|None=None, # also write the conversations the sources' weights keep as one JSONL of `messages` (+ `tools`) here, for TRL
                )->list[dict]:
     "`n` generated conversations written as ShareGPT (.jsonl.gz), Alpaca (.parquet) and messages (.jsonl): the `data.sources` entries."
     import gzip, pyarrow as pa, pyarrow.parquet as pq
     rng, out = random.Random(seed), Path(out)
     sg, al, ms = out/'sharegpt.jsonl.gz', out/'alpaca.parquet', out/'messages.jsonl'
-    with gzip.open(sg, 'wt', encoding='utf-8') as g, open(ms, 'w', encoding='utf-8') as m:
+    with gzip.open(sg, 'wt', encoding='utf-8') as g, open(ms, 'w', encoding='utf-8') as m, open(trl or os.devnull, 'w', encoding='utf-8') as t:
         schema = pa.schema([(k, pa.string()) for k in ('instruction', 'input', 'output', 'system')] + [('history', pa.list_(pa.list_(pa.string())))])
         w, batch = pq.ParquetWriter(al, schema), []
         for i, rec in enumerate(_chat_iter(n, tokenizer, seed)):
             msgs = rec['messages']
             if i % 3 == 1:
+                if trl and i % 6 == 1: t.write(json.dumps({'messages': msgs}, ensure_ascii=False) + '\n')   # weight 0.5: every second one
                 batch.append(_as_alpaca(msgs))
                 if len(batch) == 5_000: w.write_table(pa.Table.from_pylist(batch, schema=schema)); batch = []
                 continue
             if rng.random() < tool_share: msgs = _with_tool(msgs, rng)
+            if trl: t.write(json.dumps({'messages': msgs, **({'tools': [_TOOL]} if any(x.get('tool_calls') for x in msgs) else {})}, ensure_ascii=False) + '\n')
             if i % 3 == 0: g.write(json.dumps(_as_sharegpt(msgs), ensure_ascii=False) + '\n')
             else: m.write(json.dumps({'messages': msgs, **({'tools': [_TOOL]} if any(x.get('tool_calls') for x in msgs) else {})}, ensure_ascii=False) + '\n')
         if batch: w.write_table(pa.Table.from_pylist(batch, schema=schema))
@@ -547,22 +550,23 @@ def write_mixed(n:int, # conversations in all, a third per source
 
 # %% ../nbs/90_benchmark.ipynb #a7c1f005
 def bench_mixed(n:int=MIXED_N, # conversations in all
-                kinds=('ours', 'cached'), # qlora_nb cold, then its cached rerun
+                kinds=('ours', 'cached', 'trl'), # qlora_nb cold, its cached rerun, TRL's preparation of the same conversations
                 num_proc='auto', # `data.num_proc`
                 tool_share:float=0.2, # the share of ShareGPT and messages chats that call a tool
                 log=print)->dict:
-    "The mixed run: `n` conversations as ShareGPT + Alpaca + messages with tool calls, prepared through `data.sources` cold and cached; figures as `bench_data`'s."
+    "The mixed run: `n` conversations as ShareGPT + Alpaca + messages with tool calls, prepared through `data.sources` cold and cached, and by TRL from one `messages` file; figures as `bench_data`'s."
     import shutil
     from transformers import AutoTokenizer
     mdir = bench_model_dir('test')
     work, runs = Path(tempfile.mkdtemp(prefix=f'qlora-nb-mixed-{n}-')), []
     try:
         t0 = time.time()
-        srcs = write_mixed(n, AutoTokenizer.from_pretrained(mdir), work, tool_share)
+        trl = work/'trl_messages.jsonl' if 'trl' in kinds else None
+        srcs = write_mixed(n, AutoTokenizer.from_pretrained(mdir), work, tool_share, trl=trl)
         mb = sum(Path(s['path']).stat().st_size for s in srcs) / 2**20
         log(f"{n:,} conversations as ShareGPT + Alpaca + messages: {mb:.0f} MiB written in {time.time()-t0:.0f} s")
         for k in kinds:
-            spec = dict(kind='ours', n=n, sources=srcs, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
+            spec = dict(kind='trl' if k == 'trl' else 'ours', n=n, sources=srcs, data=trl, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
             (work/k).mkdir()
             r = {**run_prep(spec), 'kind': k, 'load_avg': os.getloadavg()[0]}
             runs.append(r)

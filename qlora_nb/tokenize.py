@@ -11,16 +11,16 @@ import pyarrow as pa
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from .files import cache_dir
-from .records import (BATCH_ROWS, DataSource, _Writer, NEEDS, _chats, chat_from_row, chat_needs, chats_needs, data_source,
+from .records import (BATCH_ROWS, DataError, DataSource, _Writer, NEEDS, _chats, chat_from_row, chat_needs, chats_needs, data_source,
                               eval_source, source_counts, train_source)
 from .template import (TemplateFacts, check_template_needs, format_messages, reasoning_note, template_facts, template_lacks,
                                tokenize_conversation)
 from .run import Run
 
 # %% auto #0
-__all__ = ['TOKENIZED_FEATURES', 'STATS', 'MIN_ROWS_PER_PROC', 'tokenize_seed', 'cpu_count', 'data_num_proc', 'tokenize_chats',
-           'tokenizer_fingerprint', 'tokenized_key', 'sources_text', 'tokenized_chats', 'Datasets', 'build_datasets',
-           'marked', 'inspect_report']
+__all__ = ['TOKENIZED_FEATURES', 'STATS', 'SEED_FACTS', 'MIN_ROWS_PER_PROC', 'tokenize_seed', 'cpu_count', 'data_num_proc',
+           'tokenize_chats', 'tokenizer_fingerprint', 'tokenized_key', 'sources_text', 'tokenized_chats', 'Datasets',
+           'build_datasets', 'marked', 'inspect_report']
 
 # %% ../nbs/04_tokenize.ipynb #7b256599
 def tokenize_seed(batch:dict, # a batch of records with a `messages` column
@@ -63,9 +63,15 @@ def _chat_rows(batch:list, tokenizer, max_length:int, truncation:str, facts:Temp
             cols['length'].append(min(n, max_length))
     return cols
 
-def _seed_rows(batch:list, tokenizer, max_length:int, stats:dict)->dict:
-    stats['conversations'] += len(batch)
-    return dict(tokenize_seed({'messages': [chat_from_row(r)['messages'] for r in batch]}, tokenizer, max_length))
+SEED_FACTS = TemplateFacts(generation_markers=False, ends_turn=False)   # the seed's `role: content` lines: no tools, tool calls, tool results or reasoning
+
+def _seed_rows(batch:list, tokenizer, max_length:int, stats:dict, leave_out:bool=False)->dict:
+    chats = [chat_from_row(r) for r in batch]
+    stats['conversations'] += len(chats)
+    if leave_out:   # bundled sample chats with tools or reasoning: the seed's format cannot write them
+        kept = [c for c in chats if not template_lacks(SEED_FACTS, chat_needs(c))]
+        stats['left_out_unrenderable'] += len(chats) - len(kept); chats = kept
+    return dict(tokenize_seed({'messages': [c['messages'] for c in chats]}, tokenizer, max_length))
 
 # %% ../nbs/04_tokenize.ipynb #b4c5d6e7
 def _message_batches(src, lo:int, hi:int):
@@ -166,14 +172,14 @@ def tokenize_chats(ds:Dataset, # checked chats, as `load_chats` gives
                    leave_out:bool=False, # leave out the chats the template cannot render (the bundled sample chats), instead of refusing them
                   )->tuple[Dataset, dict]:
     "Tokenized rows with a `length` column, and counts: conversations, truncated, dropped (too long / nothing trained)."
-    if fmt == 'seed': rows_fn = lambda b, st: _seed_rows(b, tokenizer, max_length, st)
+    if fmt == 'seed': rows_fn = lambda b, st: _seed_rows(b, tokenizer, max_length, st, leave_out)
     else:
         facts = facts or template_facts(tokenizer, chat_template_kwargs)
         rows_fn = lambda b, st: _chat_rows(b, tokenizer, max_length, truncation, facts, st, reasoning_turns, chat_template_kwargs, leave_out)
     files = [f['filename'] for f in ds.cache_files]
     plain = len(files) == 1 and ds._indices is None and len(ds) == ds.data.num_rows
     parts, stats = _run_parts(files[0] if plain else ds, len(ds), rows_fn, num_proc if out_dir else 1, out_dir)
-    if fmt == 'seed': stats = dict(conversations=stats['conversations'])
+    if fmt == 'seed': stats = {k: stats[k] for k in ('conversations', 'left_out_unrenderable') if stats[k] or k == 'conversations'}
     return _dataset(parts), stats
 
 # %% ../nbs/04_tokenize.ipynb #f0a1b2c3
@@ -224,10 +230,14 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
     "The tokenized rows of the data file(s) at `path` and their counts: from the cache when the same inputs were tokenized before, else tokenized now and cached."
     src = data_source(path)
     paths, fp = list(src.files), src.fingerprint
-    needs = chats_needs(src) if data['format'] == 'chat_template' else {}
-    facts = facts or (template_facts(tokenizer, data['chat_template_kwargs']) if needs else None)
+    needs, seed = chats_needs(src), data['format'] == 'seed'
+    facts = SEED_FACTS if seed else facts or (template_facts(tokenizer, data['chat_template_kwargs']) if needs else None)
     bundled = src.name == 'builtin:sample_chats'   # our own samples: those the template cannot render are left out, and said
-    if needs and not bundled: check_template_needs(facts, needs, name)   # before anything is tokenized, and before any model loads
+    if seed and not bundled and (lack := template_lacks(SEED_FACTS, needs)):
+        n, what, have = lack[0]
+        raise DataError(f"data.format=seed writes each message as `role: content` and renders no {what}, but {n} {have} in the training data, "
+                        "which would be dropped without a word; use data.format=chat_template with a model whose template renders them, or remove them from the data.")
+    if needs and not bundled and not seed: check_template_needs(facts, needs, name)   # before anything is tokenized, and before any model loads
     key = tokenized_key(fp, tokenizer, {**data, 'leave_out': bundled})
     final = cache_dir()/'tokenized'/key
     if not (final/'info.json').exists():
@@ -247,7 +257,7 @@ def tokenized_chats(path, # a `DataSource`, or what `data_source` takes
         stats = json.loads((final/'info.json').read_text(encoding='utf-8'))['stats']
         log(f"Tokenized data found in the cache ({final}): {stats['conversations']:,} conversations, nothing to tokenize.")
     if stats.get('left_out_unrenderable'):
-        log(f"The chat template renders no {' / '.join(w for _, w, _ in template_lacks(facts, needs))}, so {stats['left_out_unrenderable']} of the bundled "
+        log(f"{'data.format=seed' if seed else 'The chat template'} renders no {' / '.join(w for _, w, _ in template_lacks(facts, needs))}, so {stats['left_out_unrenderable']} of the bundled "
             "sample chats (those with tool calls or reasoning) are left out; data of your own with them would be refused.")
     if needs and (note := reasoning_note(facts, needs, data['reasoning_turns'])): log(note)
     info = json.loads((final/'info.json').read_text(encoding='utf-8'))

@@ -367,3 +367,17 @@ def test_bundled_samples_left_out_where_the_template_cannot_render_them(tmp_path
     gemma = replica_dir('gemma3')
     r = run('inspect', *sets(f'model_name={gemma}'), cwd=tmp_path, rc=0)
     assert '6 of the bundled sample chats (those with tool calls or reasoning) are left out' in r.stdout and '300 rows to train on' in r.stdout, r.stdout
+
+def test_seed_format_refuses_tool_and_reasoning_data(tmp_path, tiny):
+    "The seed recipe's `role: content` lines cannot write tools, calls or reasoning: a user's data with them is refused in one sentence, nothing tokenized; the bundled samples with them are left out and said."
+    cfg = load_config(overrides=['data.format=seed'])
+    for name, rec, what in (('tools', {'tools': [WEATHER], 'messages': TOOL_CHAT}, 'renders no tools list, but 1 chats carry one'),
+                            ('think', {'messages': THINK_CHAT}, 'renders no reasoning, but 2 assistant turns carry reasoning_content')):
+        p = tmp_path/f'{name}.jsonl'
+        p.write_text(json.dumps(rec, ensure_ascii=False) + '\n', encoding='utf-8')
+        with pytest.raises(DataError, match=f'^data.format=seed writes each message as `role: content` and {what}'):
+            tokenized_chats(p, tiny, cfg['data'])
+    r = run('inspect', *sets(f'training_data_json_path={tmp_path}/tools.jsonl', 'data.format=seed'), cwd=tmp_path)
+    refused(r, 'data.format=seed writes each message as `role: content` and renders no tools list')
+    ds, st = tokenized_chats('builtin:sample_chats', tiny, cfg['data'])
+    assert st['left_out_unrenderable'] == 6 and len(ds) == st['conversations'] - 6, st
