@@ -272,6 +272,14 @@ class Datasets(typing.NamedTuple):
     stats: dict
 
 # %% ../nbs/04_tokenize.ipynb #2c85ebd4
+def _some_rows(ds:Dataset, stats:dict, name:str, d:dict)->Dataset:
+    "`ds`, or the one-sentence refusal when every conversation of `name` was dropped (a Trainer given no row fails deep inside)."
+    if len(ds): return ds
+    L, long, none = d['max_length'], stats.get('dropped_too_long', 0), stats.get('dropped_no_trained_token', 0)
+    raise DataError(f"{name}: no conversation is left to train on (of {stats.get('conversations', 0):,}: {long:,} longer than "
+                    f"data.max_length={L} with data.truncation=drop, {none:,} with no reply token within the first {L} tokens); "
+                    f"raise data.max_length{' or set data.truncation=right' if long else ''}, or check that the data has assistant replies.")
+
 def build_datasets(config, # a resolved run (`resolve_run`: its config, tokenizer, data and template facts are used), or a validated config
                    tokenizer=None, # with a config: the run's tokenizer
                    train:DataSource|None=None, # the training data, found once (`data_source`); None: found here from the config
@@ -282,8 +290,13 @@ def build_datasets(config, # a resolved run (`resolve_run`: its config, tokenize
     "The tokenized training set, eval set (or None) and counts of a resolved run (or a config): read once, through the cache."
     if isinstance(config, Run): config, tokenizer, train, eval, facts = config.config, config.tokenizer, config.train_data, config.eval_data, config.template
     d = config['data']
-    ds, stats = tokenized_chats(train or train_source(config), tokenizer, d, log, facts, config['model_name'])
-    if d['eval_path'] is not None: return Datasets(ds, tokenized_chats(eval or eval_source(config), tokenizer, d, log, facts, config['model_name'])[0], stats)
+    train = train or train_source(config)
+    ds, stats = tokenized_chats(train, tokenizer, d, log, facts, config['model_name'])
+    _some_rows(ds, stats, train.name, d)
+    if d['eval_path'] is not None:
+        eval = eval or eval_source(config)
+        ev, ev_stats = tokenized_chats(eval, tokenizer, d, log, facts, config['model_name'])
+        return Datasets(ds, _some_rows(ev, ev_stats, eval.name, d), stats)
     if not d['eval_fraction']: return Datasets(ds, None, stats)
     import numpy as np
     perm = np.random.default_rng(config['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it

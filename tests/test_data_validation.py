@@ -183,3 +183,15 @@ def test_cache_hit_and_miss(tmp_path, monkeypatch, tok):
     msg, rows3, st3 = said()
     assert msg.startswith('Tokenized 51') and len(rows3) == 51
     assert not list((tmp_path/'cache'/'tokenized').glob('*.tmp-*'))      # no half entries left behind
+
+@pytest.mark.parametrize('truncation', ['drop', 'right'])
+def test_no_row_left_refused(tmp_path, capsys, truncation):
+    "Data of which every conversation is dropped (too long with truncation=drop, or no reply within max_length): one sentence naming the file and the counts, exit 2, nothing written — not the Trainer's IndexError."
+    from conftest import refused_in_process
+    p = tmp_path/'long.jsonl'
+    p.write_text(''.join(json.dumps({'messages': [{'role': 'user', 'content': f'長い質問 {i} です。' * 40}, {'role': 'assistant', 'content': 'はい。'}]},
+                                    ensure_ascii=False) + '\n' for i in range(3)), encoding='utf-8')
+    err = refused_in_process(capsys, 'train', '--set', f'training_data_json_path={p}', '--set', 'data.max_length=32', '--set', f'data.truncation={truncation}',
+                             '--set', f'result_path={tmp_path}/run', '--set', f'save_path={tmp_path}/adapter',
+                             unwritten=[tmp_path/'run', tmp_path/'adapter'], needles=[f'{p}: no conversation is left to train on (of 3: '])
+    assert ('3 longer than data.max_length=32' in err) == (truncation == 'drop') and ('3 with no reply token' in err) == (truncation == 'right'), err
