@@ -37,7 +37,7 @@ AGENT_CHAT = [{'role': 'user', 'content': '23 × 4 は？'},
               {'role': 'user', 'content': 'ありがとう'},
               {'role': 'assistant', 'reasoning_content': 'お礼への返事。', 'content': 'どういたしまして。'}]
 
-TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
+TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h', 'gemma4')   # the families whose real template (qlora_nb/assets/chat_templates) renders tools
 TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
 
@@ -62,6 +62,8 @@ TOOL_RUNS = {
 TOOL_RUNS['qwen3_moe'] = TOOL_RUNS['qwen3']   # the same template
 TOOL_RUNS['nemotron_h'] = ['<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "東京"}}]</TOOLCALL>\n<SPECIAL_12>',
                            '東京は晴れです。\n<SPECIAL_12>']   # the template's `<think>\n\n` before the last reply is not trained
+TOOL_RUNS['gemma4'] = ['<|tool_call>call:get_weather{city:<|"|>東京<|"|>}<tool_call|><|tool_response>',   # the call ends on <|tool_response> (a stop id):
+                       '東京は晴れです。<turn|>']   # the result follows in the same model turn, untrained
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
@@ -119,6 +121,7 @@ def test_family_table(toks):
         f = template_facts(toks(fam))
         table[fam] = ('tools' if f.tool_calls else 'refused', f.reasoning and f"{f.reasoning}{'' if f.reasoning_past else ', last turns only'}" or 'refused')
     assert table['qwen3'] == ('tools', 'field, last turns only') and table['llama'] == ('tools', 'refused'), table
+    assert table['gemma4'] == ('tools', 'field, last turns only'), table   # Gemma 4: `<|channel>thought` of the turns after the last user turn
     print(json.dumps(table, indent=1))
 
 def test_qwen3_reasoning_last_and_each(toks):
