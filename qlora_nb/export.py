@@ -19,12 +19,12 @@ from .run import DTYPES, adapter_run, Run
 from .infer import dequantized_base, merge_adapter, rel_l2
 
 # %% auto #0
-__all__ = ['OUTTYPES', 'LORA_SCRIPT', 'CONVERTER_FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config', 'converter_class',
-           'inference_template', 'stage_tokenizer', 'check_convertible', 'convert_to_gguf', 'stop_strings',
-           'modelfile_text', 'run_system_prompt', 'quantize_types', 'llama_cpp_module', 'check_quantize',
-           'quantize_command', 'quantize_gguf', 'run_llama_quantize', 'check_lora_convertible', 'save_dequantized_base',
-           'lora_to_gguf', 'export_gguf', 'gguf_roundtrip', 'load_gguf', 'llamacpp_vocab', 'llamacpp_tokens',
-           'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
+__all__ = ['OUTTYPES', 'LORA_SCRIPT', 'LLAMACPP_UNADAPTED', 'CONVERTER_FAMILIES', 'REAL_VOCAB', 'READER_LIMITS', 'model_config',
+           'converter_class', 'inference_template', 'stage_tokenizer', 'check_convertible', 'convert_to_gguf',
+           'stop_strings', 'modelfile_text', 'run_system_prompt', 'quantize_types', 'llama_cpp_module',
+           'check_quantize', 'quantize_command', 'quantize_gguf', 'run_llama_quantize', 'check_lora_convertible',
+           'save_dequantized_base', 'lora_to_gguf', 'export_gguf', 'gguf_roundtrip', 'load_gguf', 'llamacpp_vocab',
+           'llamacpp_tokens', 'llamacpp_logits', 'llamacpp_greedy', 'perplexity', 'families_table']
 
 # %% ../nbs/07b_export.ipynb #45e5e856
 OUTTYPES = {'f32': 'float32', 'f16': 'float16', 'bf16': 'bfloat16', 'q8_0': 'bfloat16'}  # converter type -> dtype merged into
@@ -50,7 +50,7 @@ def _quiet_converter():
 def model_config(model_dir, # a transformers model folder
                  vocab_size:int|None=None, # at least this many tokens (a tokenizer that grew)
                 )->dict:
-    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing; Nemotron-H's layer pattern and Granite 4.0-H's layer types as the hub's config.json writes them."
+    "`config.json` of `model_dir` as the converter needs it: `architectures` filled in from `model_type` when missing; Nemotron-H's layer pattern, Granite 4.0-H's layer types and Gemma 4's `global_head_dim` as the hub's config.json writes them."
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     cfg = json.loads((Path(model_dir)/'config.json').read_text(encoding='utf-8'))
     if not cfg.get('architectures') and cfg.get('model_type') in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -62,6 +62,9 @@ def model_config(model_dir, # a transformers model folder
     if cfg.get('model_type') == 'granitemoehybrid' and cfg.get('layer_types'):
         # transformers 5 saves Granite 4.0-H's layer types with new names; the converter takes the layers named 'attention' as attention, the rest as Mamba
         cfg['layer_types'] = [{'linear_attention': 'mamba', 'full_attention': 'attention'}.get(t, t) for t in cfg['layer_types']]
+    if cfg.get('model_type') == 'gemma4_text' and 'global_head_dim' not in cfg:
+        # transformers 5 saves the full-attention layers' head size in per_layer_config; the converter reads global_head_dim, as the hub's config.json has it
+        cfg['global_head_dim'] = next((c['head_dim'] for c in (cfg.get('per_layer_config') or {}).values() if 'head_dim' in c), cfg['head_dim'])
     if vocab_size: cfg['vocab_size'] = max(cfg.get('vocab_size') or 0, vocab_size)
     return cfg
 
@@ -217,10 +220,15 @@ def convert_to_gguf(model_dir, # a standalone transformers model (a merged adapt
         staged.mkdir()
         for f in model_dir.iterdir():   # weights and config linked, not copied; the tokenizer staged
             if f.is_file() and not f.name.startswith(_TOKENIZER_FILES) and f.name != 'config.json': (staged/f.name).symlink_to(f.absolute())
-        (staged/'config.json').write_text(json.dumps(model_config(model_dir)), encoding='utf-8')
+        (staged/'config.json').write_text(json.dumps(cfg := model_config(model_dir)), encoding='utf-8')
         stage_tokenizer(tok, staged, (*sources, model_dir))
         with _quiet_converter(), torch.inference_mode():
-            _with_end_of_turn(cls(staged, _ftype(outtype), Path(d)/out.name, model_name=name or out.stem), tok).write()
+            conv = cls(staged, _ftype(outtype), Path(d)/out.name, model_name=name or out.stem)
+            # it reads config.json through transformers, whose config drops what model_config derived (Gemma 4's global_head_dim)
+            raw = json.loads((model_dir/'config.json').read_text(encoding='utf-8'))
+            for k, v in cfg.items():
+                if k not in raw: conv.hparams.setdefault(k, v)
+            _with_end_of_turn(conv, tok).write()
         os.replace(Path(d)/out.name, out)
     return out
 
@@ -321,14 +329,19 @@ def run_llama_quantize(exe, # the `llama-quantize` binary
 
 # %% ../nbs/07b_export.ipynb #0deeba19
 LORA_SCRIPT = 'convert_lora_to_gguf.py'   # llama.cpp's LoRA converter, in qlora_nb/assets/llama_cpp
+# linear layers llama.cpp computes without a LoRA applied to them: Gemma 4's per-layer-input layers (the llama.cpp of llama-cpp-python 0.3.36)
+LLAMACPP_UNADAPTED = ('per_layer_input_gate', 'per_layer_projection', 'per_layer_model_projection')
 
 def check_lora_convertible(adapter_dir, # the adapter folder
                           ):
-    "Refuse, in one sentence, an adapter llama.cpp's LoRA format cannot hold: adapters on MoE expert tensors, DoRA, trained whole modules."
+    "Refuse, in one sentence, an adapter llama.cpp's LoRA format cannot hold (adapters on MoE expert tensors, DoRA, trained whole modules) or llama.cpp would not apply (`LLAMACPP_UNADAPTED`)."
     ac = json.loads((Path(adapter_dir)/'adapter_config.json').read_text(encoding='utf-8'))
+    tm = ac.get('target_modules') or []
+    unadapted = [t for t in ([tm] if isinstance(tm, str) else sorted(tm)) if t in LLAMACPP_UNADAPTED]
     why = ('it adapts MoE expert tensors (lora.target_parameters)' if ac.get('target_parameters') else
            "it is a DoRA adapter (lora.use_dora), whose magnitudes llama.cpp's LoRA format has no place for" if ac.get('use_dora') else
-           f"it trains whole modules ({', '.join(ac['modules_to_save'])})" if ac.get('modules_to_save') else None)
+           f"it trains whole modules ({', '.join(ac['modules_to_save'])})" if ac.get('modules_to_save') else
+           f"it adapts {', '.join(unadapted)} (Gemma 4's per-layer input), which llama.cpp computes without the adapter" if unadapted else None)
     if why: raise ConfigError(f"{adapter_dir}: llama.cpp's GGUF LoRA takes the lora_A/lora_B pairs of linear layers, but {why}; export it merged (without --adapter-only).")
 
 def save_dequantized_base(run:Run, # the adapter's resolved run

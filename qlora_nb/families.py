@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_families.ipynb #607d8956
 from __future__ import annotations
-import hashlib, json, os
+import hashlib, json, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib.resources import files
@@ -102,6 +102,19 @@ FAMILIES = {
         bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
         config=dict(tie_word_embeddings=True, head_dim=256, query_pre_attn_scalar=256, sliding_window=64),
         notes='the template folds a system turn into the first user turn; tied'),
+    'gemma4': Family('gemma4_text', 'gemma-4-E2B-it / E4B-it (text); the text stack of gemma-4-31B-it and 26B-A4B-it (same model type)', 'sentencepiece', 'gemma4',
+        ['<pad>', '<eos>', '<bos>', '<unk>', '<mask>', '<|tool>', '<tool|>', '<|tool_call>', '<tool_call|>', '<|tool_response>', '<tool_response|>',
+         '<|"|>', '<|think|>', '<|channel>', '<channel|>', '<|turn>', '<turn|>'], eos='<eos>', stop=['<eos>', '<turn|>', '<|tool_response>'],
+        bos='<bos>', pad='<pad>', unk='<unk>', add_bos=True, dummy_prefix=False,
+        config=dict(tie_word_embeddings=True, num_hidden_layers=4, head_dim=256, global_head_dim=512, sliding_window=64, final_logit_softcapping=30.0,
+                    layer_types=['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'], num_kv_shared_layers=2,
+                    use_double_wide_mlp=True, hidden_size_per_layer_input=64),
+        notes='per-layer embeddings (a second embedding table, `per_layer_model_projection` and each layer\'s `per_layer_input_gate` / '
+              '`per_layer_projection`: all linear layers in 4-bit with LoRA); the last two layers reuse the keys and values of the layers '
+              'before (no `k_proj` / `v_proj`, double-wide MLP); sliding and full attention with their own head sizes (256, 512); logit '
+              'softcapping; tied; `<|turn>` / `<turn|>` turns, `<turn|>` ends a reply; stops at `<eos>`, `<turn|>` and `<|tool_response>`; '
+              'tools, tool calls and their results in the model turn, reasoning in `<|channel>thought`; `export --adapter-only` refused '
+              '(llama.cpp applies no LoRA to the per-layer-input layers)'),
     'phi3': Family('phi3', 'Phi-3-mini-4k/128k-instruct, Phi-3.5-mini-instruct', 'sentencepiece', 'phi3',
         ['<unk>', '<s>', '</s>', '<|endoftext|>', '<|assistant|>', '<|placeholder1|>', '<|placeholder2|>', '<|system|>',
          '<|end|>', '<|user|>'], eos='<|endoftext|>', stop=['<|endoftext|>', '<|assistant|>', '<|end|>'], bos='<s>',
@@ -221,8 +234,10 @@ def family_sentencepiece(family:str, vocab_size:int=2048)->bytes|None:
         if (why := vocab_missing(family)): raise FileNotFoundError(why)
         return llmjp_tokenizer_file().read_bytes()
     if f.vocab == 'mistral_v3': return package_file('mistral_common', 'data', 'mistral_instruct_tokenizer_240323.model.v3').read_bytes()
-    return train_sentencepiece(chat_texts(read_sample_chats()), vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk,
-                               add_dummy_prefix=f.dummy_prefix)
+    texts = chat_texts(read_sample_chats())
+    if f.model_type == 'gemma4_text':   # Gemma 4's pieces never join newlines to other text: llama.cpp's gemma4 tokenizer splits there first
+        texts = [run for t in texts for run in re.findall(r'[^\n]+|\n+', t)]
+    return train_sentencepiece(texts, vocab_size=vocab_size, special_tokens=f.special, unk_token=f.unk, add_dummy_prefix=f.dummy_prefix)
 
 # %% ../nbs/11_families.ipynb #07b43a72
 LLMJP_TOKENIZER = 'QLORA_NB_LLMJP_TOKENIZER'   # the environment variable that names llm-jp-3's tokenizer.model
@@ -323,11 +338,20 @@ def _model_config(f:Family, tok):
     if f.model_type == 'gpt_neox' or f.code: kw = {k: v for k, v in kw.items() if k not in ('num_key_value_heads', 'head_dim')}
     kw.setdefault('pad_token_id', ids(f.pad))
     kw.setdefault('vocab_size', len(tok))   # unless the family has more embedding rows than tokens (llm-jp-3)
+    if f.model_type == 'gemma4_text': kw.setdefault('vocab_size_per_layer_input', kw['vocab_size'])   # per-layer embeddings: a row per token
     if f.code: return code_classes(f)[0](bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
     return AutoConfig.for_model(f.model_type, bos_token_id=ids(f.bos), eos_token_id=ids(f.eos), **kw)
 
+def _attention_as_trained(model):
+    "Gemma 4 scales its attention by 1 on RMS-normed queries and keys: at random init (norm scales 1) the logits have std √head_dim (16 and 22), so attention is near arg-max. Norm scales of head_dim^-¼ give std 1, as a trained model's learned scales do."
+    for m in model.modules():
+        if type(m).__name__ == 'Gemma4TextAttention':
+            for norm in (m.q_norm, getattr(m, 'k_norm', None)):   # a layer that reuses another's keys has no k_norm
+                if norm is not None: norm.weight.data.mul_(m.head_dim ** -0.25)
+    return model
+
 def _random_model(f:Family, cfg):
-    if not f.code: return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    if not f.code: return _attention_as_trained(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))
     conf_cls, model_cls = code_classes(f)
     conf_cls.register_for_auto_class(); model_cls.register_for_auto_class('AutoModelForCausalLM')   # save_pretrained copies the code, writes auto_map
     return model_cls(cfg)

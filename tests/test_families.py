@@ -180,7 +180,9 @@ def test_dequantized_base(family):
     batch = run.tokenizer.apply_chat_template(CHAT[1:], return_tensors='pt', return_dict=True)
     base = load_base_model(run).eval()
     with torch.no_grad(): d = rel_l2(base(**batch).logits[0], dequantized_base(run)(**batch).logits[0])
-    assert d < 1e-2, d   # 4-bit kernels vs float32 matmuls on the same dequantized weights: a few 1e-3
+    # 4-bit kernels vs float32 matmuls on the same dequantized weights: a few 1e-3 (about 3e-3 a layer); Gemma 4 norms each layer's
+    # attention, MLP and per-layer-input branches back to full size, so the rounding of each reaches the logits undamped: 1.1e-2 over its 4 layers
+    assert d < (2e-2 if family == 'gemma4' else 1e-2), d
     q, n = quantized_bytes(base), sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(replica_dir(family), **trc(family)).parameters())
     four = sum(v['params'] for v in q.values())
     bits = {k: v['bytes'] * 8 / v['params'] for k, v in q.items()}
@@ -201,6 +203,10 @@ def export_reason(family:str, e:str, gguf_arch:str, reader:bool)->str:
     elif FAMILIES[family].kind == 'byte_bpe': why = "refused: a byte-level BPE replica has no pre-tokenizer hash llama.cpp's converter lists"
     else: why = f"refused: llama.cpp's {gguf_arch} converter takes only byte-level BPE, known by hash"
     return why + ('' if reader or gguf_arch is None else f"; transformers cannot read {gguf_arch} back")
+
+# families the converter takes whose GGUF transformers' reader cannot build back, and why (llama.cpp's column checks the file)
+UNREAD = {'gemma4': "transformers' GGUF reader maps no per-layer sizes of Gemma 4 (per-layer feed-forward widths, per-layer embeddings, "
+                    "layers that reuse keys and values), so it cannot build the model back"}
 
 @pytest.mark.parametrize('family', FAMS)
 def test_export(family, root, tmp_path):
@@ -227,6 +233,9 @@ def test_export(family, root, tmp_path):
         return record(family, export=export_reason(family, str(e), g, reader))
     assert FAMILIES[family].kind == 'sentencepiece' or FAMILIES[family].vocab, family   # a trained byte-level BPE is refused
     if not reader: return record(family, export=f"converts; transformers' GGUF reader has no {g} architecture to check it")
+    if family in UNREAD:   # it converts (llama.cpp's column checks the file), but transformers' GGUF reader cannot build the model back
+        assert export_gguf(adapter, tmp_path/'gguf'/'model.gguf', outtype='f32')['output'].is_file()
+        return record(family, export=f'converts; {UNREAD[family]}')
     assert row is None or row['round_trip_in_tests'], row
     outtype = 'q8_0' if family == 'mistral' else 'f32'
     # named model.gguf: transformers' GGUF reader takes a llama-architecture file whose general.name (the file's stem) contains
@@ -388,3 +397,47 @@ def test_granitemoehybrid_mamba(root):
         outs[0].lora_B['default'].weight.zero_()   # out_proj's adapter off, the others on
         without_out = model(**batch).logits[0]
     assert rel_l2(with_out, without_out) > 1e-3, rel_l2(with_out, without_out)   # out_proj's adapter runs in the PyTorch mixer
+
+def test_gemma4_text(root, tmp_path):
+    "Gemma 4's text model: the per-layer-embedding projection and each layer's gate and projection in 4-bit with LoRA under all-linear, "
+    "the per-layer embedding table kept as it is; the layers that reuse earlier keys and values have no `k_proj` / `v_proj`; training "
+    "with gradient checkpointing on as off; `--adapter-only` export refused (llama.cpp applies no LoRA to the per-layer-input layers); "
+    "generation with the cache, past the sliding window, computes what the whole sequence computes."
+    from bitsandbytes.nn import Linear4bit
+    from safetensors import safe_open
+    from qlora_nb.config import ConfigError, load_config
+    from qlora_nb.export import check_lora_convertible
+    from qlora_nb.infer import load_for_inference, rel_l2
+    from qlora_nb.model import load_base_model
+    from qlora_nb.run import resolve_run
+    from qlora_nb.train import train
+    base = [f'model_name={replica_dir("gemma4")}']
+    run = resolve_run(load_config(overrides=base), for_training=False)
+    assert run.lora_targets == ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'per_layer_input_gate', 'per_layer_model_projection',
+                                'per_layer_projection', 'q_proj', 'up_proj', 'v_proj'] and run.expert_tensors == []
+    m = load_base_model(run)
+    layers = m.model.layers
+    assert all(isinstance(x, Linear4bit) for x in (m.model.per_layer_model_projection, *(l.per_layer_input_gate for l in layers),
+                                                   *(l.per_layer_projection for l in layers)))
+    assert type(m.model.embed_tokens_per_layer) is not Linear4bit and m.model.embed_tokens_per_layer.weight.dtype == torch.bfloat16
+    assert [hasattr(l.self_attn, 'k_proj') for l in layers] == [True, True, False, False]   # num_kv_shared_layers=2
+    adapter, s = trained('gemma4', root)   # gradient checkpointing off
+    with safe_open(adapter/'adapter_model.safetensors', 'pt') as f: keys = list(f.keys())
+    for name in ('per_layer_model_projection', 'layers.0.per_layer_input_gate', 'layers.3.per_layer_projection', 'layers.1.self_attn.k_proj'):
+        assert any(f'{name}.lora_A' in k for k in keys), (name, keys[:8])
+    on = train(load_config(overrides=[*base, f'result_path={tmp_path}/run', f'save_path={tmp_path}/adapter', *SETS,
+                                      'training.gradient_checkpointing=true']), overwrite=True)
+    assert on['trainer'].args.gradient_checkpointing and on['loss_last'] < on['loss_first']
+    assert abs(on['loss_first'] - s['loss_first']) < 1e-3, (on['loss_first'], s['loss_first'])   # the same first step, recomputed
+    with pytest.raises(ConfigError, match=r"it adapts per_layer_input_gate, per_layer_model_projection, per_layer_projection \(Gemma 4's per-layer input\)"):
+        check_lora_convertible(adapter)   # --adapter-only: llama.cpp would compute those layers without it (the merged export is right)
+    model, tok = load_for_inference(adapter)
+    msgs = [{'role': 'user', 'content': ' '.join(m['content'] for m in CHAT * 3)}]
+    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors='pt', return_dict=True)
+    n0 = enc['input_ids'].shape[1]
+    assert n0 > model.config.sliding_window, n0
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False, return_dict_in_generate=True, output_logits=True)
+        full = model(input_ids=out.sequences, use_cache=False).logits[0, n0 - 1:-1].float()
+    step = torch.cat(out.logits).float()
+    assert step.shape == full.shape and rel_l2(step, full) < 2e-2, rel_l2(step, full)

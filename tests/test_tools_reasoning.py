@@ -41,6 +41,7 @@ TOOL_FAMILIES = ('llama', 'qwen2', 'qwen3', 'qwen3_moe', 'nemotron_h')   # the f
 TOOL_FAMILIES += ('mistral', 'mistral_nemo')   # Mistral's real templates (#20): [AVAILABLE_TOOLS] before the last user turn, [TOOL_CALLS] with 9-character ids
 TOOL_FAMILIES += ('gpt_oss',)   # the harmony template: calls on the commentary channel, ended by <|call|>
 TOOL_FAMILIES += ('granitemoehybrid',)   # Granite 4.0's real template: tools in the system turn, <tool_call> JSON
+TOOL_FAMILIES += ('gemma4',)   # Gemma 4's real template: tools, calls and results inside the model turn
 TEXT_CALL_FAMILIES = ('lfm2',)   # tools list and tool turns rendered, tool calls written by the model as text in the reply
 TEXT_CALL_FAMILIES += ('granite',)   # Granite 3.3's real template (#20): available_tools and tool turns, calls written as `<|tool_call|>[…]` text
 OTHERS = tuple(f for f in FAMILIES if f not in TOOL_FAMILIES + TEXT_CALL_FAMILIES and not vocab_missing(f))   # llm_jp3 where its file is found
@@ -74,6 +75,8 @@ TOOL_RUNS['gpt_oss'] = [' to=functions.get_weather<|channel|>commentary json<|me
                         '<|channel|>final<|message|>東京は晴れです。<|return|>']   # the tool's result goes back JSON-quoted, untrained
 TOOL_RUNS['granitemoehybrid'] = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京"}}\n</tool_call><|end_of_text|>',
                                  '東京は晴れです。<|end_of_text|>']   # Granite 4.0: the `\n` after each `<|end_of_text|>` is not trained
+TOOL_RUNS['gemma4'] = ['<|tool_call>call:get_weather{city:<|"|>東京<|"|>}<tool_call|><|tool_response>',   # the call ends on <|tool_response> (a stop id):
+                       '東京は晴れです。<turn|>']   # the result follows in the same model turn, untrained
 
 def runs(marked_text:str)->list[str]:
     out, rest = [], marked_text
@@ -211,6 +214,7 @@ def test_family_table(toks):
         table[fam] = ('tools' if f.tool_calls else 'refused', f.reasoning and f"{f.reasoning}{'' if f.reasoning_past else ', last turns only'}" or 'refused')
     assert table['qwen3'] == ('tools', 'field, last turns only') and table['llama'] == ('tools', 'refused'), table
     assert table['gpt_oss'] == ('tools', 'field, last turns only'), table   # `thinking` (the analysis channel), filled by transformers from reasoning_content
+    assert table['gemma4'] == ('tools', 'field, last turns only'), table   # Gemma 4: `<|channel>thought` of the turns after the last user turn
     print(json.dumps(table, indent=1))
 
 def test_qwen3_reasoning_last_and_each(toks):
