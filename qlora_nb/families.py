@@ -381,8 +381,8 @@ REPLICA_VERSION = 4  # 3: SentencePiece-kind replicas trained by SentencePiece, 
 
 def replica_dir(family:str, # a key of `FAMILIES`
                )->Path:
-    "The replica of `family` in the cache, built on first use; its folder is named by its chat template too, so a changed template makes a new replica."
-    h = hashlib.sha256(template_text(FAMILIES[family].template).encode()).hexdigest()[:8]
+    "The replica of `family` in the cache, built on first use; its folder is named by its definition and chat template too, so a changed family makes a new replica."
+    h = hashlib.sha256((repr(FAMILIES[family]) + template_text(FAMILIES[family].template)).encode()).hexdigest()[:8]
     return built_once(cache_dir()/f'replica-{family}-v{REPLICA_VERSION}-{h}', lambda d: make_replica(family, d))
 
 # %% ../nbs/11_families.ipynb #33fd1569
