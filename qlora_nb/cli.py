@@ -61,7 +61,7 @@ def cmd_inspect(a):
     from qlora_nb.run import resolve_run, run_report
     run = resolve_run(cli_config(a.config, a.set))   # a wrong model name fails before the data is read
     print(run_report(run))
-    print(inspect_report(run.config, run.tokenizer, build_datasets(run)))
+    print(inspect_report(run.config, run.tokenizer, build_datasets(run, log=lambda l: l.startswith('Data sources') or print(l))))   # the report lists the sources
 
 # %% ../nbs/08_cli.ipynb #6bc1afd4
 def cmd_generate(a):

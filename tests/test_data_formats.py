@@ -119,6 +119,7 @@ def test_cli_inspect_shows_each_sources_counts(tmp_path):
     p = run('inspect', '--set', 'data.sources=[{path: ja.parquet, weight: 2}, {path: m.jsonl}, {path: s.jsonl, weight: 3}]', cwd=tmp_path, rc=0)
     assert ('Data sources: ja.parquet: 4 read, 0 invalid, 1 duplicates dropped, 6 kept; m.jsonl: 3 read, 0 invalid, 3 duplicates dropped, 0 kept; '
             's.jsonl: 2 read, 0 invalid, 1 duplicates dropped, 3 kept.') in p.stdout, p.stdout
+    assert p.stdout.count('Data sources: ') == 1, p.stdout   # once, in the report (not also as the data's log line)
     assert 'data.sources: 9 conversations valid; 9 rows to train on' in p.stdout, p.stdout
 
 def test_weights_deterministic_and_counted(tmp_path):
