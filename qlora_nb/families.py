@@ -161,7 +161,7 @@ FAMILIES = {
               'the router (a weight and bias tensor, not a linear layer) left as they are; attention sinks (`sinks`, kept); sliding and full '
               'attention layers alternate; the harmony template: reasoning goes in the `thinking` field (the analysis channel), rendered for the '
               'last reply only; a reply ends with `<|end|>`, the last one with `<|return|>`, a tool call with `<|call|>`. The real checkpoints '
-              'store their experts in MXFP4: transformers must dequantize them to bf16 before they can be stored NF4 (not tested here: no checkpoint)'),
+              'store their experts in MXFP4: refused in one sentence with the line that saves a bf16 copy, whose experts are then stored NF4 (not tested here: no checkpoint)'),
     'gpt_neox': Family('gpt_neox', 'rinna/japanese-gpt-neox-3.6b-instruction-sft/ppo', 'sentencepiece', 'rinna_neox',
         ['[PAD]', '[UNK]', '<s>', '</s>'], eos='</s>', stop=['</s>'], bos='<s>', pad='[PAD]', unk='[UNK]',
         config=dict(tie_word_embeddings=False, rotary_pct=1.0, use_parallel_residual=True),

@@ -22,10 +22,11 @@ __all__ = ['DTYPES', 'PEFT_MAMBA_TYPES', 'PEFT_MAMBA_REFUSED', 'PLAIN_FAMILIES',
            'check_model_name', 'check_model_folder', 'safe_model_path', 'load_kw', 'device', 'is_main_process',
            'quiet_replica', 'fsdp_enabled', 'bf16_supported', 'compute_dtype', 'mixed_precision', 'pad_token_choice',
            'set_pad_token', 'load_tokenizer', 'model_skeleton', 'linear_layers', 'linear_module_names',
-           'peft_expert_names', 'lora_refused', 'check_target_modules', 'lora_targets', 'check_lora', 'expert_tensors',
-           'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory', 'token_budget', 'batch_tokens',
-           'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice', 'batching_plan', 'adapter_dtype',
-           'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report', 'adapter_config', 'adapter_run']
+           'peft_expert_names', 'lora_refused', 'check_target_modules', 'lora_targets', 'check_not_prequantized',
+           'check_lora', 'expert_tensors', 'lora_parameters', 'nf4_bits', 'activation_bytes', 'free_memory',
+           'token_budget', 'batch_tokens', 'needs_checkpointing', 'checkpointing', 'logit_transform', 'loss_choice',
+           'batching_plan', 'adapter_dtype', 'checkpointing_kwargs', 'Run', 'resolve_run', 'run_report',
+           'adapter_config', 'adapter_run']
 
 # %% ../nbs/03_run.ipynb #7be1e7db
 def model_path(name:str, # a config's `model_name`: a hub id, a folder, or `builtin:tiny`
@@ -300,6 +301,21 @@ def lora_targets(want, # `lora.target_modules`
     return [n for n in have if n not in refused and n not in skip] if want == 'all-linear' else want
 
 
+# %% ../nbs/03_run.ipynb #b0cf4ddb
+def check_not_prequantized(model_config, # a transformers model config (`AutoConfig.from_pretrained`)
+                           name:str='the model', # the model, as the error names it
+                          ):
+    "Refuse, in one sentence, a checkpoint whose weights are stored quantized by a method other than bitsandbytes (MXFP4, FP8, GPTQ, AWQ…)."
+    q = getattr(model_config, 'quantization_config', None)
+    if q is None: return
+    q = q if isinstance(q, dict) else q.to_dict()
+    m = str(q.get('quant_method', 'unknown')).lower()
+    if m == 'bitsandbytes': return
+    how = {'mxfp4': 'Mxfp4Config(dequantize=True)', 'fp8': 'FineGrainedFP8Config(dequantize=True)'}.get(m)
+    raise ConfigError(f"{name}: its weights are stored quantized ({m}), and QLoRA quantizes bf16 / fp16 weights to NF4 itself; use the model's "
+                      "bf16 release" + (f", or save a bf16 copy once with transformers: AutoModelForCausalLM.from_pretrained(model, "
+                                         f"quantization_config={how}, dtype='bfloat16').save_pretrained(folder)" if how else '') + ".")
+
 # %% ../nbs/03_run.ipynb #cbe31fed
 def check_lora(lora:dict, # the `lora` section of a validated config
               ):
@@ -508,6 +524,7 @@ def resolve_run(cfg:dict, # a validated config (`load_config`)
     path = safe_model_path(cfg)   # a wrong model name fails before anything is loaded or read
     trc = cfg['trust_remote_code']
     mc = AutoConfig.from_pretrained(path, trust_remote_code=trc)
+    check_not_prequantized(mc, cfg['model_name'])
     skeleton = model_skeleton(mc, trc)
     have, want, skip = linear_module_names(skeleton), cfg['lora']['target_modules'], peft_expert_names(mc.model_type)
     refused = lora_refused(mc.model_type, have)

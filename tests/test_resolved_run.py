@@ -79,3 +79,15 @@ def test_merged_model_stops_where_the_run_stops(tmp_path, trained_adapter):
     stops = json.loads((trained_adapter/RUN_NAME).read_text(encoding='utf-8'))['stop_token_ids']
     eos = GenerationConfig.from_pretrained(tmp_path/'merged').eos_token_id
     assert (eos if isinstance(eos, list) else [eos]) == stops, (eos, stops)
+
+@pytest.mark.parametrize('method', ['mxfp4', 'fp8', 'gptq'])
+def test_prequantized_checkpoint_refused(tmp_path, capsys, method):
+    "A checkpoint stored MXFP4 (gpt-oss), FP8 (DeepSeek-V3) or GPTQ: one sentence with the way out before anything loads, exit 2, nothing written."
+    from qlora_nb.tiny import tiny_model_dir
+    m = tmp_path/'model'
+    shutil.copytree(tiny_model_dir(), m)
+    cfg = json.loads((m/'config.json').read_text(encoding='utf-8'))
+    (m/'config.json').write_text(json.dumps({**cfg, 'quantization_config': {'quant_method': method}}), encoding='utf-8')
+    err = refused_in_process(capsys, 'train', '--set', f'model_name={m}', '--set', f'result_path={tmp_path}/run', '--set', f'save_path={tmp_path}/adapter',
+                             unwritten=[tmp_path/'run', tmp_path/'adapter'], needles=[f'{m}: its weights are stored quantized ({method})', "bf16 release"])
+    assert ('dequantize=True' in err) == (method != 'gptq'), err
