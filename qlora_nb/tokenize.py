@@ -272,11 +272,11 @@ class Datasets(typing.NamedTuple):
     stats: dict
 
 # %% ../nbs/04_tokenize.ipynb #2c85ebd4
-def _some_rows(ds:Dataset, stats:dict, name:str, d:dict)->Dataset:
+def _some_rows(ds:Dataset, stats:dict, name:str, d:dict, use:str='train on')->Dataset:
     "`ds`, or the one-sentence refusal when every conversation of `name` was dropped (a Trainer given no row fails deep inside)."
     if len(ds): return ds
     L, long, none = d['max_length'], stats.get('dropped_too_long', 0), stats.get('dropped_no_trained_token', 0)
-    raise DataError(f"{name}: no conversation is left to train on (of {stats.get('conversations', 0):,}: {long:,} longer than "
+    raise DataError(f"{name}: no conversation is left to {use} (of {stats.get('conversations', 0):,}: {long:,} longer than "
                     f"data.max_length={L} with data.truncation=drop, {none:,} with no reply token within the first {L} tokens); "
                     f"raise data.max_length{' or set data.truncation=right' if long else ''}, or check that the data has assistant replies.")
 
@@ -296,7 +296,7 @@ def build_datasets(config, # a resolved run (`resolve_run`: its config, tokenize
     if d['eval_path'] is not None:
         eval = eval or eval_source(config)
         ev, ev_stats = tokenized_chats(eval, tokenizer, d, log, facts, config['model_name'])
-        return Datasets(ds, _some_rows(ev, ev_stats, eval.name, d), stats)
+        return Datasets(ds, _some_rows(ev, ev_stats, eval.name, d, 'evaluate on'), stats)
     if not d['eval_fraction']: return Datasets(ds, None, stats)
     import numpy as np
     perm = np.random.default_rng(config['training'].get('seed', 42)).permutation(len(ds))  # as `Dataset.train_test_split` draws it

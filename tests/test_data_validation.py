@@ -195,3 +195,12 @@ def test_no_row_left_refused(tmp_path, capsys, truncation):
                              '--set', f'result_path={tmp_path}/run', '--set', f'save_path={tmp_path}/adapter',
                              unwritten=[tmp_path/'run', tmp_path/'adapter'], needles=[f'{p}: no conversation is left to train on (of 3: '])
     assert ('3 longer than data.max_length=32' in err) == (truncation == 'drop') and ('3 with no reply token' in err) == (truncation == 'right'), err
+
+def test_no_eval_row_left_refused(tmp_path, capsys):
+    "The same for an eval file whose every conversation is dropped: the sentence names it and says 'evaluate on'."
+    from conftest import refused_in_process
+    p = tmp_path/'eval.jsonl'
+    p.write_text(json.dumps({'messages': [{'role': 'user', 'content': '評価用の長い質問です。' * 40}, {'role': 'assistant', 'content': 'はい。'}]},
+                            ensure_ascii=False) + '\n', encoding='utf-8')
+    refused_in_process(capsys, 'inspect', '--set', f'data.eval_path={p}', '--set', 'data.max_length=48',
+                       needles=[f'{p}: no conversation is left to evaluate on (of 1: 0 longer than data.max_length=48'])
