@@ -4,14 +4,15 @@
 
 # %% ../nbs/04b_batching.ipynb #c2050e65
 from __future__ import annotations
-import random
+import array, random
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PadCollator', 'PackCollator', 'collator', 'TokenBudgetBatchSampler', 'row_lengths', 'SeededSampler']
+__all__ = ['MADV_DONTNEED', 'PadCollator', 'PackCollator', 'collator', 'mapped_spans', 'release_pages', 'Unmapping',
+           'TokenBudgetBatchSampler', 'row_lengths', 'trim_heap', 'SeededSampler']
 
 # %% ../nbs/04b_batching.ipynb #08b40064
 @dataclass
@@ -46,6 +47,60 @@ def collator(run, # a resolved run (`resolve_run`): its `collator` and pad token
         return DataCollatorForLanguageModeling(run.tokenizer, mlm=False)
     return PackCollator() if run.collator == 'pack' else PadCollator(run.pad_token_id)
 
+# %% ../nbs/04b_batching.ipynb #1a451a5c
+MADV_DONTNEED = 4   # Linux
+
+def _tables_by_file(t)->list:
+    "`(path, pa.Table)` of each memory-mapped Arrow file a `datasets` table reads from."
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+    if isinstance(t, MemoryMappedTable): return [(t.path, t.table)]
+    if isinstance(t, ConcatenationTable): return [x for row in t.blocks for b in row for x in _tables_by_file(b)]
+    return []
+
+def mapped_spans(ds, # a `datasets.Dataset` (or anything else: no spans)
+                )->list[tuple[int, int]]:
+    "Page-aligned `(start, end)` addresses of the memory-mapped data files `ds` reads its rows from, each inside one mapping of its file (`/proc/self/maps`)."
+    import mmap, os
+    try: maps = open('/proc/self/maps').read().splitlines()
+    except OSError: return []
+    page, out = mmap.PAGESIZE, []
+    for path, table in _tables_by_file(getattr(ds, 'data', None)):
+        bufs = [b for batch in table.to_batches() for col in batch.columns for b in col.buffers() if b is not None and b.size]
+        if not bufs: continue
+        lo, hi = min(b.address for b in bufs), max(b.address + b.size for b in bufs)
+        real = os.path.realpath(path)
+        for line in maps:
+            p = line.split(maxsplit=5)
+            a, z = (int(x, 16) for x in p[0].split('-'))
+            if len(p) == 6 and p[5] == real and a <= lo and hi <= z:
+                out.append((lo // page * page, min(z, -(-hi // page) * page))); break
+    return out
+
+def release_pages(spans:list[tuple[int, int]]):
+    "Unmap the resident pages of `spans` (file mappings) from this process; the page cache keeps them."
+    if not spans: return
+    import ctypes
+    madvise = ctypes.CDLL(None).madvise
+    for a, z in spans: madvise(ctypes.c_void_p(a), ctypes.c_size_t(z - a), MADV_DONTNEED)
+
+class Unmapping:
+    "A collator that, after each batch, lets go of this process's mapped pages of the data files of `datasets`."
+    def __init__(self, collate, # the collator to call
+                 *datasets, # the datasets whose rows it collates (held, so their mappings stay put)
+                ):
+        self.collate, self.datasets, self._spans = collate, [d for d in datasets if d is not None], None
+    def __call__(self, rows):
+        out = self.collate(rows)
+        import os
+        if self._spans is None or self._spans[0] != os.getpid():   # a DataLoader worker maps the files anew
+            self._spans = (os.getpid(), [s for d in self.datasets for s in mapped_spans(d)])
+        release_pages(self._spans[1])
+        return out
+    def __getstate__(self): return {**self.__dict__, '_spans': None}   # addresses mean nothing in another process
+    def __getattr__(self, k):   # the wrapped collator's attributes (the Trainer reads some)
+        if k.startswith('__') or k in ('collate', 'datasets', '_spans'): raise AttributeError(k)
+        return getattr(self.collate, k)
+
 # %% ../nbs/04b_batching.ipynb #141b75a8
 class TokenBudgetBatchSampler:
     "Batches of row indices of at most `max_tokens` padded tokens each: rows sorted by length, batch order shuffled per epoch."
@@ -53,13 +108,20 @@ class TokenBudgetBatchSampler:
                  max_tokens:int, seed:int=0):
         self.seed, self.epoch = seed, 0
         L = np.asarray(lengths, dtype=np.int64)
-        self.order = np.argsort(-L, kind='stable')   # longest first, ties by index
-        sl, s, n, starts = L[self.order], 0, len(L), []
-        while s < n:   # a batch starts at its longest row and takes as many rows as fit under the budget at that length
-            starts.append(s)
-            s += n - s if sl[s] == 0 else max(1, max_tokens // int(sl[s]))
-        # batch k is order[bounds[k]:bounds[k+1]]: two numpy arrays, not a million Python ints in lists (~70 MB at 1M rows)
-        self.bounds = np.array(starts + [n], dtype=np.int64)
+        n = len(L)
+        order = np.argsort(-L, kind='stable')   # longest first, ties by index
+        sl = L[order]
+        self.order = order.astype(np.int32) if n < 2**31 else order   # half the memory; `tolist` gives the same ints
+        # a batch starts at its longest row and takes as many rows as fit under the budget at that length: within a run of
+        # equal lengths the starts are evenly spaced, so the loop runs once per distinct length, never once per row or batch
+        cuts = np.flatnonzero(np.diff(sl)) + 1
+        starts, s = [], 0
+        for a, e in zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist()):
+            if s >= e: continue   # the batch that started in a longer run took this whole run
+            step = n - s if sl[a] == 0 else max(1, max_tokens // int(sl[a]))
+            starts.append(np.arange(s, e, step)); s = int(starts[-1][-1]) + step
+        # batch k is order[bounds[k]:bounds[k+1]]: numpy arrays, not a million Python ints in lists (~70 MB at 1M rows)
+        self.bounds = np.concatenate(starts + [np.array([n])]).astype(np.int64)
 
     @property
     def batches(self)->list[list[int]]:
@@ -68,7 +130,7 @@ class TokenBudgetBatchSampler:
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __len__(self): return len(self.bounds) - 1
     def __iter__(self):
-        k = list(range(len(self)))
+        k = array.array('q', range(len(self)))   # 8 bytes a batch; a list would hold a Python int each
         random.Random(self.seed + self.epoch).shuffle(k)   # the same permutation shuffling the batches themselves gave
         return (self.order[self.bounds[i]:self.bounds[i+1]].tolist() for i in k)
 
@@ -81,6 +143,13 @@ def row_lengths(ds, # a tokenized dataset (`build_datasets`), or any sized itera
     col = 'length' if 'length' in ds.column_names else 'input_ids'
     a = ds.select_columns([col]).with_format('arrow')[:][col]   # one column, in the dataset's row order (a selection or shuffle kept)
     return (a if col == 'length' else pc.list_value_length(a)).to_numpy().astype(np.int64)
+
+# %% ../nbs/04b_batching.ipynb #3fbc3b10
+def trim_heap():
+    "Give the free pages of the C heap back to the system (glibc's `malloc_trim`); nothing with another C library."
+    import ctypes, ctypes.util
+    try: ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError): pass
 
 # %% ../nbs/04b_batching.ipynb #9c4f2a81
 class SeededSampler(torch.utils.data.Sampler):

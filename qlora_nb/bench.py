@@ -283,10 +283,11 @@ def report_text(r:dict)->str:
 def cmd_bench(a):
     if a.part == 'vocab': return cmd_bench_vocab(a)
     if a.part == 'mixed':
-        r = bench_mixed(n=a.n or MIXED_N, num_proc=a.num_proc, tool_share=a.tool_share)
+        sizes = [a.n] if a.n else [int(x) for x in a.sizes.split(',')] if a.sizes else [MIXED_N]
+        r = bench_mixed(n=sizes, kinds=a.kinds.split(','), num_proc=a.num_proc, tool_share=a.tool_share)
         print(report_data_text(r))
     elif a.part == 'data':
-        r = bench_data(sizes=[int(x) for x in a.sizes.split(',')], kinds=a.kinds.split(','), num_proc=a.num_proc)
+        r = bench_data(sizes=[int(x) for x in (a.sizes or ','.join(map(str, DATA_SIZES))).split(',')], kinds=a.kinds.split(','), num_proc=a.num_proc)
         print(report_data_text(r))
     else:
         r = bench(quick=a.quick, device=a.device, size=a.size, n=a.n, paths=a.paths.split(','), targets=a.targets.split(','))
@@ -310,8 +311,8 @@ def add_bench_parser(sub):
                    help='train: an epoch of (a), (b), (c); data: data preparation at scale, qlora_nb against TRL; '
                         'mixed: -n conversations (200k) as ShareGPT + Alpaca + messages with tool calls, mixed and deduplicated; '
                         'vocab: the loss at a 152k vocabulary (plain, chunked, TRL)')
-    b.add_argument('--sizes', default=','.join(map(str, DATA_SIZES)), help='--part data: numbers of conversations')
-    b.add_argument('--kinds', default=','.join(DATA_KINDS), help='--part data: runs to make, of: ' + ','.join(DATA_KINDS))
+    b.add_argument('--sizes', default=None, help=f"--part data and mixed: numbers of conversations, e.g. 20000,1000000 (data: {','.join(map(str, DATA_SIZES))}; mixed: -n)")
+    b.add_argument('--kinds', default=','.join(DATA_KINDS), help='--part data and mixed: runs to make, of: ' + ','.join(DATA_KINDS))
     b.add_argument('--num-proc', default='auto', help="--part data: qlora_nb's data.num_proc")
     b.add_argument('--tool-share', type=float, default=0.2, help='--part mixed: the share of ShareGPT and messages chats that call a tool')
     b.add_argument('--vocab', type=int, default=152_064, help='vocabulary of the model of --part vocab')
@@ -549,7 +550,7 @@ def write_mixed(n:int, # conversations in all, a third per source
     return [dict(path=str(sg), weight=1), dict(path=str(al), weight=0.5), dict(path=str(ms), weight=1)]
 
 # %% ../nbs/90_benchmark.ipynb #a7c1f005
-def bench_mixed(n:int=MIXED_N, # conversations in all
+def bench_mixed(n:int|list=MIXED_N, # conversations in all; a list: one run of each size (`rss_growth`: the largest against the smallest)
                 kinds=('ours', 'cached', 'trl'), # qlora_nb cold, its cached rerun, TRL's preparation of the same conversations
                 num_proc='auto', # `data.num_proc`
                 tool_share:float=0.2, # the share of ShareGPT and messages chats that call a tool
@@ -557,22 +558,24 @@ def bench_mixed(n:int=MIXED_N, # conversations in all
     "The mixed run: `n` conversations as ShareGPT + Alpaca + messages with tool calls, prepared through `data.sources` cold and cached, and by TRL from one `messages` file; figures as `bench_data`'s."
     import shutil
     from transformers import AutoTokenizer
-    mdir = bench_model_dir('test')
-    work, runs = Path(tempfile.mkdtemp(prefix=f'qlora-nb-mixed-{n}-')), []
-    try:
-        t0 = time.time()
-        trl = work/'trl_messages.jsonl' if 'trl' in kinds else None
-        srcs = write_mixed(n, AutoTokenizer.from_pretrained(mdir), work, tool_share, trl=trl)
-        mb = sum(Path(s['path']).stat().st_size for s in srcs) / 2**20
-        log(f"{n:,} conversations as ShareGPT + Alpaca + messages: {mb:.0f} MiB written in {time.time()-t0:.0f} s")
-        for k in kinds:
-            spec = dict(kind='trl' if k == 'trl' else 'ours', n=n, sources=srcs, data=trl, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
-            (work/k).mkdir()
-            r = {**run_prep(spec), 'kind': k, 'load_avg': os.getloadavg()[0]}
-            runs.append(r)
-            log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB   rows {r['rows']:,}")
-            for line in r['said']: log(f"    {line}")
-    finally: shutil.rmtree(work, ignore_errors=True)
+    mdir, runs = bench_model_dir('test'), []
+    for n in ([n] if isinstance(n, int) else n):
+        work = Path(tempfile.mkdtemp(prefix=f'qlora-nb-mixed-{n}-'))
+        try:
+            t0 = time.time()
+            trl = work/'trl_messages.jsonl' if 'trl' in kinds else None
+            srcs = write_mixed(n, AutoTokenizer.from_pretrained(mdir), work, tool_share, trl=trl)
+            mb = sum(Path(s['path']).stat().st_size for s in srcs) / 2**20
+            log(f"{n:,} conversations as ShareGPT + Alpaca + messages: {mb:.0f} MiB written in {time.time()-t0:.0f} s")
+            for k in kinds:
+                spec = dict(kind='trl' if k == 'trl' else 'ours', n=n, sources=srcs, data=trl, model_dir=mdir, out=work/k, cache=work/'qlora_nb_cache', num_proc=num_proc)
+                (work/k).mkdir()
+                r = {**run_prep(spec), 'kind': k, 'load_avg': os.getloadavg()[0]}
+                runs.append(r)
+                log(f"  {DATA_KINDS[k]:24} {r['seconds']:8.1f} s {r['conv_s']:9,.0f} conv/s   peak PSS {r['peak_pss_mb']:6.0f} MB"
+                    f"   RSS {r['peak_rss_mb']:6.0f} MB   rows {r['rows']:,}")
+                for line in r['said']: log(f"    {line}")
+        finally: shutil.rmtree(work, ignore_errors=True)
     return dict(runs=runs, summary=summarize_data(runs))
 
 # %% ../nbs/90_benchmark.ipynb #b066f209

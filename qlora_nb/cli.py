@@ -12,7 +12,8 @@ from .config import ConfigError, load_config
 
 # %% auto #0
 __all__ = ['embedded_default_path', 'cli_config', 'summary_text', 'cmd_train', 'cmd_inspect', 'cmd_generate', 'cmd_chat',
-           'cmd_merge', 'export_text', 'cmd_export', 'cmd_eval', 'param_option', 'parser', 'main']
+           'cmd_merge', 'export_text', 'cmd_export', 'cmd_eval', 'use_system_arrow_pool', 'param_option', 'parser',
+           'main']
 
 # %% ../nbs/08_cli.ipynb #f5aba483
 def embedded_default_path()->Path:
@@ -118,6 +119,14 @@ def cmd_eval(a):
     rel = lambda p: os.path.relpath(p) if not os.path.relpath(p).startswith('..') else str(p)
     print(figures_table(r) + f"\n\n{r['items']} items in {r['seconds']:.0f} s. Report: {rel(paths['html'])} (also eval.md, eval.json)")
 
+# %% ../nbs/08_cli.ipynb #259c8b28
+def use_system_arrow_pool():
+    "Have Arrow allocate from the C allocator in this process, which gives freed memory back; nothing if the user set `ARROW_DEFAULT_MEMORY_POOL` or pyarrow is loaded."
+    if 'pyarrow' in sys.modules or 'ARROW_DEFAULT_MEMORY_POOL' in os.environ: return   # chosen already: pyarrow reads it on import
+    os.environ['ARROW_DEFAULT_MEMORY_POOL'] = 'system'
+    try: import pyarrow; pyarrow.default_memory_pool()
+    finally: del os.environ['ARROW_DEFAULT_MEMORY_POOL']   # this process only: not the processes it starts
+
 # %% ../nbs/08_cli.ipynb #00f7c9e6
 def param_option(fn, # the function the option's value goes to
            name:str, # its parameter
@@ -194,6 +203,7 @@ def main(argv=None, # the arguments; None: `sys.argv[1:]`
         ):
     "Entry point of the `qlora-nb` command."
     argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    if argv[:1] != ['bench']: use_system_arrow_pool()   # before the parser imports the steps, and with them pyarrow
     a = parser(argv).parse_args(argv)
     try: a.fn(a)
     except ConfigError as e:

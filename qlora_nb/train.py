@@ -12,7 +12,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 
 from .config import ConfigError, own_defaults, save_config
 from .files import atomic_folder
-from .batching import TokenBudgetBatchSampler, collator
+from .batching import TokenBudgetBatchSampler, Unmapping, collator
 from .template import fold_system
 from .tokenize import build_datasets
 from .run import RUN_NAME, Run, quiet_replica, resolve_run
@@ -182,7 +182,7 @@ class RunLock:
 
 # %% ../nbs/06_train.ipynb #e0962090
 from transformers.trainer_utils import has_length
-from .batching import SeededSampler, row_lengths
+from .batching import SeededSampler, row_lengths, trim_heap
 
 class Interrupted(Exception):
     "Training was stopped by Ctrl-C after writing a checkpoint."
@@ -242,6 +242,7 @@ class QLoRATrainer(Trainer):
         if not self.max_tokens_per_batch or 'length' not in self.train_dataset.column_names: return super().get_train_dataloader()
         from torch.utils.data import DataLoader
         self.epoch_sampler = bs = TokenBudgetBatchSampler(row_lengths(self.train_dataset), self.max_tokens_per_batch, self.data_seed)
+        trim_heap()   # the arrays freed while the batches were cut (`04b_batching`)
         ds = self._remove_unused_columns(self.train_dataset, description='training')
         return self.accelerator.prepare(DataLoader(ds, batch_sampler=bs, collate_fn=self.data_collator,
                                                    num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory))
@@ -495,7 +496,8 @@ def make_trainer(run:Run, # a resolved run (`resolve_run`)
     args = args or training_args(run)
     set_seed(args.seed)
     model = apply_loss_config(load_model(run), run)   # the loss without full logits where the run chose it (`05b_loss`)
-    return QLoRATrainer(model=model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval, data_collator=collator(run),
+    collate = Unmapping(collator(run), datasets.train, datasets.eval)   # lets go of the rows' mapped pages after each batch (`04b_batching`)
+    return QLoRATrainer(model=model, args=args, train_dataset=datasets.train, eval_dataset=datasets.eval, data_collator=collate,
                         callbacks=list(callbacks), max_tokens_per_batch=run.max_tokens_per_batch)
 
 # %% ../nbs/06_train.ipynb #95e73b62
