@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MADV_DONTNEED', 'PadCollator', 'PackCollator', 'collator', 'mapped_spans', 'release_pages', 'Unmapping',
-           'TokenBudgetBatchSampler', 'row_lengths', 'trim_heap', 'SeededSampler']
+__all__ = ['MADV_DONTNEED', 'PadCollator', 'PackCollator', 'collator', 'mapped_spans', 'resident_mb', 'release_pages',
+           'Unmapping', 'TokenBudgetBatchSampler', 'row_lengths', 'trim_heap', 'SeededSampler']
 
 # %% ../nbs/04b_batching.ipynb #08b40064
 @dataclass
@@ -75,6 +75,16 @@ def mapped_spans(ds, # a `datasets.Dataset` (or anything else: no spans)
             if len(p) == 6 and p[5] == real and a <= lo and hi <= z:
                 out.append((lo // page * page, min(z, -(-hi // page) * page))); break
     return out
+
+def resident_mb(spans:list[tuple[int, int]], # address spans (`mapped_spans`)
+               )->float:
+    "MB resident in this process of the mappings that hold `spans` (`/proc/self/smaps`): what `release_pages` lets go of."
+    cur, kb = None, 0
+    for line in open('/proc/self/smaps'):
+        p = line.split()
+        if '-' in p[0] and not p[0].endswith(':'): a, z = (int(x, 16) for x in p[0].split('-')); cur = any(a <= s and e <= z for s, e in spans)
+        elif p[0] == 'Rss:' and cur: kb += int(p[1])
+    return kb / 1024
 
 def release_pages(spans:list[tuple[int, int]]):
     "Unmap the resident pages of `spans` (file mappings) from this process; the page cache keeps them."

@@ -64,3 +64,21 @@ def test_bench_part_data(tmp_path, capsys):
     assert all(x['peak_pss_mb'] > 100 for x in r['runs'])
     assert {'speedup_vs_trl_2500', 'pss_vs_trl_2500', 'cached_speedup_2500'} <= set(r['summary'])
     assert 'TRL SFTTrainer' in capsys.readouterr().out
+
+@pytest.mark.slow
+def test_bench_part_mixed_sizes(tmp_path):
+    "`qlora-nb bench --part mixed --sizes A,B --kinds ours,cached`: each size written as three sources, prepared cold then cached, and the peak's growth from the smaller size to the larger."
+    p = argparse.ArgumentParser(); add_bench_parser(p.add_subparsers(dest='cmd'))
+    out = tmp_path/'mixed.json'
+    a = p.parse_args(['bench', '--part', 'mixed', '--sizes', '300,900', '--kinds', 'ours,cached', '--json', str(out)])
+    a.fn(a)
+    r = json.loads(out.read_text(encoding='utf-8'))
+    assert [(x['kind'], x['conversations']) for x in r['runs']] == [('ours', 300), ('cached', 300), ('ours', 900), ('cached', 900)]
+    by = {(x['kind'], x['conversations']): x for x in r['runs']}
+    for n in (300, 900):
+        assert by['ours', n]['rows'] == by['cached', n]['rows'] and n / 2 < by['ours', n]['rows'] < n   # Alpaca's third at weight 0.5
+        assert by['ours', n]['steps'] == by['cached', n]['steps'] == 1
+    said = by['ours', 900]['said']
+    assert any(l.startswith('Data sources:') and 'sharegpt.jsonl.gz' in l and 'alpaca.parquet' in l and 'messages.jsonl' in l for l in said)
+    assert {'rss_growth', 'pss_growth', 'cached_speedup_300', 'cached_speedup_900'} <= set(r['summary'])
+    assert r['summary']['rss_growth'] == by['ours', 900]['peak_rss_mb'] / by['ours', 300]['peak_rss_mb']
