@@ -4,14 +4,14 @@
 
 # %% ../nbs/04b_batching.ipynb #c2050e65
 from __future__ import annotations
-import array, random
+import array, functools, os, random
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['MADV_DONTNEED', 'PadCollator', 'PackCollator', 'collator', 'mapped_spans', 'resident_mb', 'release_pages',
+__all__ = ['MADV_DONTNEED', 'PadCollator', 'PackCollator', 'collator', 'libc', 'mapped_spans', 'resident_mb', 'release_pages',
            'Unmapping', 'TokenBudgetBatchSampler', 'row_lengths', 'trim_heap', 'SeededSampler']
 
 # %% ../nbs/04b_batching.ipynb #08b40064
@@ -50,6 +50,13 @@ def collator(run, # a resolved run (`resolve_run`): its `collator` and pad token
 # %% ../nbs/04b_batching.ipynb #1a451a5c
 MADV_DONTNEED = 4   # Linux
 
+@functools.cache   # found once: `find_library` runs ldconfig
+def libc():
+    "The C library, for the allocator and `madvise` calls of this module and `07c_eval`; None where it cannot be loaded."
+    import ctypes, ctypes.util
+    try: return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    except OSError: return None
+
 def _tables_by_file(t)->list:
     "`(path, pa.Table)` of each memory-mapped Arrow file a `datasets` table reads from."
     from datasets.table import ConcatenationTable, MemoryMappedTable
@@ -60,7 +67,7 @@ def _tables_by_file(t)->list:
 def mapped_spans(ds, # a `datasets.Dataset` (or anything else: no spans)
                 )->list[tuple[int, int]]:
     "Page-aligned `(start, end)` addresses of the memory-mapped data files `ds` reads its rows from, each inside one mapping of its file (`/proc/self/maps`)."
-    import mmap, os
+    import mmap
     try: maps = open('/proc/self/maps').read().splitlines()
     except OSError: return []
     page, out = mmap.PAGESIZE, []
@@ -88,10 +95,9 @@ def resident_mb(spans:list[tuple[int, int]], # address spans (`mapped_spans`)
 
 def release_pages(spans:list[tuple[int, int]]):
     "Unmap the resident pages of `spans` (file mappings) from this process; the page cache keeps them."
-    if not spans: return
+    if not spans or (c := libc()) is None: return
     import ctypes
-    madvise = ctypes.CDLL(None).madvise
-    for a, z in spans: madvise(ctypes.c_void_p(a), ctypes.c_size_t(z - a), MADV_DONTNEED)
+    for a, z in spans: c.madvise(ctypes.c_void_p(a), ctypes.c_size_t(z - a), MADV_DONTNEED)
 
 class Unmapping:
     "A collator that, after each batch, lets go of this process's mapped pages of the data files of `datasets`."
@@ -101,7 +107,6 @@ class Unmapping:
         self.collate, self.datasets, self._spans = collate, [d for d in datasets if d is not None], None
     def __call__(self, rows):
         out = self.collate(rows)
-        import os
         if self._spans is None or self._spans[0] != os.getpid():   # a DataLoader worker maps the files anew
             self._spans = (os.getpid(), [s for d in self.datasets for s in mapped_spans(d)])
         release_pages(self._spans[1])
@@ -157,9 +162,7 @@ def row_lengths(ds, # a tokenized dataset (`build_datasets`), or any sized itera
 # %% ../nbs/04b_batching.ipynb #3fbc3b10
 def trim_heap():
     "Give the free pages of the C heap back to the system (glibc's `malloc_trim`); nothing with another C library."
-    import ctypes, ctypes.util
-    try: ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError): pass
+    if (c := libc()) is not None and hasattr(c, 'malloc_trim'): c.malloc_trim(0)
 
 # %% ../nbs/04b_batching.ipynb #9c4f2a81
 class SeededSampler(torch.utils.data.Sampler):

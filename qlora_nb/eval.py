@@ -254,9 +254,8 @@ def _side(model, adapter:bool): return nullcontext() if adapter else model.disab
 
 def return_freed_memory():
     "On Linux (glibc), allocations of 128 KB and more are mapped on their own, so their memory goes back to the system when freed."
-    import ctypes, ctypes.util
-    try: ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD; fixing it also stops glibc raising it
-    except (OSError, AttributeError): pass   # not glibc: its allocator, as it is
+    from qlora_nb.batching import libc
+    if (c := libc()) is not None and hasattr(c, 'mallopt'): c.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD; fixing it also stops glibc raising it; not glibc: its allocator, as it is
 
 def evaluate(adapter_dir, # an adapter folder (a run's save_path)
              data=None, # eval data: chats or a tasks file; None: the run's eval_path, else its training data
